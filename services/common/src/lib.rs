@@ -1,0 +1,15 @@
+//! What every stormstack service shares, and nothing service-specific: configuration, the error
+//! envelope, JWT auth, logging, Prometheus metrics, the pprof server, admission control, serving
+//! with graceful shutdown, and the health/readiness routes.
+
+pub mod admission;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod pprof;
+pub mod server;
+pub mod telemetry;
+
+pub use error::ApiError;

@@ -1,0 +1,163 @@
+//! Serving: the HTTP layers every service stacks, and a run loop with graceful shutdown.
+//!
+//! Shutdown is one `CancellationToken` per process: SIGTERM/SIGINT (or a test) cancels it, the
+//! listeners stop accepting, in-flight requests finish, and long-lived tasks (WebSockets, consumers)
+//! registered in the `TaskTracker` observe the token and close cleanly (WebSockets with 1001). The
+//! whole drain is bounded by `SHUTDOWN_GRACE_SECS`; past it the process exits anyway.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::error;
+use crate::metrics;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The process's stop signal and the tasks that must finish before it exits.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub token: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels the token on SIGTERM or SIGINT.
+    pub fn cancel_on_signal(&self) {
+        let token = self.token.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            token.cancel();
+        });
+    }
+
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The cross-cutting layers, in one place, outermost last: request id (set, then echoed on the
+/// response), a tracing span carrying it, the RED metrics, and envelope fallbacks for unknown
+/// routes and methods. Admission is not here: it guards only the routes that need it.
+pub fn http_layers(router: Router) -> Router {
+    router
+        .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
+        .layer(middleware::from_fn(metrics::track_http))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Binds a listener, mapping failures to a sentence naming the variable that chose the address.
+pub async fn bind(variable: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {variable}={addr}: {e}"))
+}
+
+/// Serves `router` on `listener` until the shutdown token is cancelled, then drains in-flight
+/// requests and tracked tasks for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let token = shutdown.token.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.token.cancelled().await;
+    shutdown.tasks.close();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = server.await;
+        shutdown.tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "shutdown grace period elapsed with work still in flight"
+        );
+    }
+    Ok(())
+}
+
+/// Runs a service: the API on `listener`, pprof on `pprof_listener` (if any), until shutdown.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    pprof_listener: Option<TcpListener>,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    if let Some(pprof_listener) = pprof_listener {
+        let token = shutdown.token.clone();
+        // Not drained: a 30 s CPU profile must not hold up shutdown.
+        tokio::spawn(async move {
+            let _ = axum::serve(pprof_listener, crate::pprof::router())
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+    }
+    serve(listener, router, shutdown, grace).await
+}

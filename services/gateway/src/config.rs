@@ -1,0 +1,64 @@
+//! The gateway's settings (SPEC "Gateway"), read once at start through `common::config::Lookup`.
+
+use std::time::Duration;
+
+use common::admission::AdmissionConfig;
+use common::config::{CommonConfig, ConfigError, Lookup};
+
+use crate::subject;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub redis_url: String,
+    pub jwt_secret: String,
+    pub admission: AdmissionConfig,
+    /// Largest event body accepted by the publish routes (`MAX_EVENT_BYTES`, 64 KiB).
+    pub max_event_bytes: usize,
+    /// Frames one socket may have queued before it is closed as a slow consumer (`WS_SEND_QUEUE`).
+    pub ws_send_queue: usize,
+    /// Open WebSockets allowed at once (`MAX_WS_CONNS`); the next upgrade gets 503.
+    pub max_ws_conns: usize,
+    /// Subjects and patterns one socket may hold (`WS_MAX_SUBSCRIPTIONS`).
+    pub ws_max_subscriptions: usize,
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    /// Synthetic users in `GET /api/users` (`USERS_COUNT`).
+    pub users_count: usize,
+    /// Prepended to every Redis channel name (`PUBSUB_PREFIX`): lets stacks and tests share a Redis.
+    pub pubsub_prefix: String,
+    /// Bound on one Redis command (publish, subscribe) (`REDIS_TIMEOUT_MS`).
+    pub redis_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_lookup(env: &Lookup) -> Result<Self, ConfigError> {
+        let pubsub_prefix = env.string("PUBSUB_PREFIX", "");
+        if !subject::is_valid_prefix(&pubsub_prefix) {
+            return Err(ConfigError {
+                variable: "PUBSUB_PREFIX".into(),
+                reason: format!("{pubsub_prefix:?} must be at most 64 of [A-Za-z0-9_.:-]"),
+            });
+        }
+        Ok(Self {
+            common: CommonConfig::from_lookup(env, ":8080", ":6060")?,
+            redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            jwt_secret: env.required("JWT_SECRET")?,
+            admission: AdmissionConfig::from_lookup(env)?,
+            max_event_bytes: env.bounded("MAX_EVENT_BYTES", 64 * 1024, 1, 16 * 1024 * 1024)?,
+            ws_send_queue: env.bounded("WS_SEND_QUEUE", 1024, 1, 1_000_000)?,
+            max_ws_conns: env.bounded("MAX_WS_CONNS", 50_000, 1, 10_000_000)?,
+            ws_max_subscriptions: env.bounded("WS_MAX_SUBSCRIPTIONS", 64, 1, 10_000)?,
+            ws_ping_interval: Duration::from_secs(env.bounded("WS_PING_SECS", 25, 1, 3600)?),
+            ws_idle_timeout: Duration::from_secs(env.bounded("WS_IDLE_SECS", 60, 1, 3600)?),
+            users_count: env.bounded("USERS_COUNT", 100, 0, 100_000)?,
+            pubsub_prefix,
+            redis_timeout: Duration::from_millis(env.bounded(
+                "REDIS_TIMEOUT_MS",
+                2000,
+                10,
+                600_000,
+            )?),
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! Publishing events: the envelope, serialized once, and the Redis PUBLISH that carries it.
+//!
+//! The envelope `{"id","subject","ts","sub","data"}` is built here and is the exact text every
+//! subscriber receives: the gateway never re-encodes it on the way out. `data` is embedded as the
+//! raw JSON the client sent (validated, not re-serialized). Redis down or slow → 503 `unavailable`.
+
+use std::time::Duration;
+
+use common::ApiError;
+use metrics::{counter, describe_counter};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: Uuid,
+    subject: &'a str,
+    ts: u64,
+    sub: &'a str,
+    data: &'a RawValue,
+}
+
+/// What a publish answers with (202).
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub subject: String,
+}
+
+/// Publishes envelopes on one multiplexed, self-reconnecting Redis connection.
+#[derive(Clone)]
+pub struct Publisher {
+    connection: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Connects lazily: the gateway starts (and reports not ready) while Redis is down.
+    pub fn new(redis_url: &str, prefix: String, timeout: Duration) -> anyhow::Result<Self> {
+        describe_counter!(
+            "gateway_events_published_total",
+            "Events published to Redis."
+        );
+        describe_counter!(
+            "gateway_publish_failures_total",
+            "Publishes refused with 503 because Redis failed or was too slow."
+        );
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        Ok(Self {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix,
+            timeout,
+        })
+    }
+
+    /// Wraps `data` in an envelope and publishes it on `subject`.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        publisher: &str,
+        data: &RawValue,
+    ) -> Result<Accepted, ApiError> {
+        let id = Uuid::new_v4();
+        let envelope = serde_json::to_string(&Envelope {
+            id,
+            subject,
+            ts: now_millis(),
+            sub: publisher,
+            data,
+        })
+        .map_err(ApiError::internal)?;
+        let channel = format!("{}{}", self.prefix, subject);
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&channel).arg(envelope);
+        let publish = command.query_async::<i64>(&mut connection);
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(_receivers)) => {
+                counter!("gateway_events_published_total").increment(1);
+                Ok(Accepted {
+                    id,
+                    subject: subject.to_string(),
+                })
+            }
+            Ok(Err(e)) => {
+                counter!("gateway_publish_failures_total").increment(1);
+                Err(ApiError::unavailable(format!(
+                    "redis is unavailable: {}",
+                    e.kind_description()
+                )))
+            }
+            Err(_) => {
+                counter!("gateway_publish_failures_total").increment(1);
+                Err(ApiError::unavailable("redis did not answer in time"))
+            }
+        }
+    }
+
+    /// PING, for `/ready`.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Redis's error kinds, without the connection details.
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for redis::RedisError {
+    fn kind_description(&self) -> String {
+        if self.is_connection_refusal() {
+            "connection refused".into()
+        } else if self.is_timeout() {
+            "timed out".into()
+        } else if self.is_connection_dropped() || self.is_io_error() {
+            "connection lost".into()
+        } else {
+            format!("{:?}", self.kind())
+        }
+    }
+}

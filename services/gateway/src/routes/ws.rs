@@ -1,0 +1,421 @@
+//! WebSocket subscriptions: `GET /api/v1/ws?subscribe=…` (subjects and glob patterns, with
+//! subscribe/unsubscribe ops), `GET /api/v1/channels/{id}/ws` (one channel's stream) and the S0
+//! source's `GET /ws?subject=…|channel_id=…`.
+//!
+//! The socket's subscriptions are made — and confirmed by Redis — before the 101 answer, so a
+//! client that has its socket open receives everything published after that. Each socket task
+//! owns one bounded frame queue fed by the hub; it writes frames in batches (feed, then one flush)
+//! and closes with 1013 when the hub kicks it as a slow consumer, 1001 on shutdown or when the
+//! peer has been silent for `WS_IDLE_SECS`. Every write is raced against those signals, so a peer
+//! that stopped reading can never pin the task.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use metrics::{Counter, counter, describe_counter, describe_gauge, gauge};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use common::ApiError;
+use common::auth::AuthUser;
+use common::error::{Path, Query};
+
+use crate::AppState;
+use crate::fanout::Membership;
+use crate::subject;
+
+/// Close codes (RFC 6455 §7.4.1).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Frames taken from the queue per write batch (one flush each).
+const WRITE_BATCH: usize = 256;
+/// How long a closing socket may take to get its close frame out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-socket read buffer: clients send only small op frames.
+const READ_BUFFER: usize = 4 * 1024;
+/// Largest client frame accepted.
+const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
+/// Write buffer before tungstenite writes to the socket.
+const WRITE_BUFFER: usize = 32 * 1024;
+
+pub fn describe_metrics() {
+    describe_gauge!("gateway_ws_connections", "Open WebSocket connections.");
+    describe_counter!(
+        "gateway_ws_connections_total",
+        "WebSocket connections accepted."
+    );
+    describe_counter!(
+        "gateway_ws_frames_sent_total",
+        "Event frames written to WebSockets."
+    );
+    describe_counter!(
+        "gateway_ws_slow_consumer_closes_total",
+        "WebSockets closed with 1013 because their send queue (WS_SEND_QUEUE) filled up."
+    );
+    describe_counter!(
+        "gateway_ws_idle_closes_total",
+        "WebSockets closed because the peer was silent for WS_IDLE_SECS."
+    );
+    describe_counter!(
+        "gateway_ws_rejected_total",
+        "WebSocket upgrades refused with 503 because MAX_WS_CONNS sockets were open."
+    );
+}
+
+/// Which dialect a socket speaks: v1 answers every client frame; S0 ignores frames that are not ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    V1,
+    S0,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V1Params {
+    subscribe: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct S0Params {
+    subject: Option<String>,
+    channel_id: Option<String>,
+}
+
+pub async fn subscribe_v1(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Query(params): Query<V1Params>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let subjects: Vec<String> = params
+        .subscribe
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for s in &subjects {
+        subject::check_subscribe(s).map_err(ApiError::bad_request)?;
+    }
+    open(state, upgrade, subjects, Dialect::V1).await
+}
+
+pub async fn channel_stream(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Path(channel_id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let subject = subject::channel_subject(&channel_id).map_err(ApiError::bad_request)?;
+    open(state, upgrade, vec![subject], Dialect::V1).await
+}
+
+pub async fn subscribe_s0(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Query(params): Query<S0Params>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let subject = match (params.channel_id.as_deref(), params.subject.as_deref()) {
+        (Some(channel_id), _) => {
+            subject::channel_subject(channel_id).map_err(ApiError::bad_request)?
+        }
+        (None, Some(s)) => {
+            subject::check_subscribe(s).map_err(ApiError::bad_request)?;
+            s.to_string()
+        }
+        (None, None) => subject::DEFAULT_SUBJECT.to_string(),
+    };
+    open(state, upgrade, vec![subject], Dialect::S0).await
+}
+
+/// Reserves a connection slot, subscribes, then upgrades.
+async fn open(
+    state: AppState,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    subjects: Vec<String>,
+    dialect: Dialect,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            "bad_request",
+            format!("not a WebSocket upgrade: {}", r.body_text()),
+        )
+    })?;
+    if subjects.len() > state.config.ws_max_subscriptions {
+        return Err(ApiError::bad_request(format!(
+            "at most {} subjects per socket",
+            state.config.ws_max_subscriptions
+        )));
+    }
+    let Ok(slot) = state.ws_slots.clone().try_acquire_owned() else {
+        counter!("gateway_ws_rejected_total").increment(1);
+        return Err(ApiError::overloaded(format!(
+            "{} WebSockets are open (MAX_WS_CONNS); retry later",
+            state.config.max_ws_conns
+        )));
+    };
+    let (mut membership, frames, kick) = state.hub.join();
+    for s in &subjects {
+        if let Err(e) = membership.subscribe(s).await {
+            // Registered anyway: the hub resubscribes when Redis is back.
+            tracing::warn!(subject = %s, error = %e, "subscription not confirmed by redis");
+        }
+    }
+    let socket = SocketTask {
+        membership,
+        frames,
+        kick,
+        shutdown: state.shutdown.token.clone(),
+        dialect,
+        max_subscriptions: state.config.ws_max_subscriptions,
+        ping_interval: state.config.ws_ping_interval,
+        idle_timeout: state.config.ws_idle_timeout,
+        _slot: OpenSocket::new(slot),
+    };
+    let tasks = state.shutdown.tasks.clone();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * state.config.max_event_bytes + 64 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |ws| tasks.track_future(socket.run(ws)))
+        .into_response())
+}
+
+/// Holds a `MAX_WS_CONNS` slot and the connection gauge for the socket's lifetime.
+struct OpenSocket {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenSocket {
+    fn new(slot: OwnedSemaphorePermit) -> Self {
+        gauge!("gateway_ws_connections").increment(1.0);
+        counter!("gateway_ws_connections_total").increment(1);
+        Self { _slot: slot }
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        gauge!("gateway_ws_connections").decrement(1.0);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum ClientOp {
+    Subscribe { subject: String },
+    Unsubscribe { subject: String },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum ServerOp<'a> {
+    Ack { subject: &'a str },
+    Error { message: &'a str },
+}
+
+/// Why the socket stops.
+enum Stop {
+    /// The peer closed or the connection failed: nothing more to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+struct SocketTask {
+    membership: Membership,
+    frames: mpsc::Receiver<Utf8Bytes>,
+    kick: CancellationToken,
+    shutdown: CancellationToken,
+    dialect: Dialect,
+    max_subscriptions: usize,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    _slot: OpenSocket,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+impl SocketTask {
+    async fn run(mut self, ws: WebSocket) {
+        let (mut sink, mut stream) = ws.split();
+        let sent = counter!("gateway_ws_frames_sent_total");
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ping_interval,
+            self.ping_interval,
+        );
+        let mut last_heard = Instant::now();
+        let stop = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break Stop::Close(CLOSE_GOING_AWAY, "server shutting down"),
+                _ = self.kick.cancelled() => break self.slow_consumer(),
+                received = self.frames.recv_many(&mut batch, WRITE_BATCH) => {
+                    if received == 0 {
+                        break Stop::Close(CLOSE_GOING_AWAY, "server shutting down");
+                    }
+                    if let Err(stop) = self.write_batch(&mut sink, &mut batch, &sent).await {
+                        break stop;
+                    }
+                }
+                incoming = stream.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(reply) = self.handle_text(&text).await {
+                                if let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await {
+                                    break stop;
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) if self.dialect == Dialect::V1 => {
+                            let reply = reply(ServerOp::Error { message: "binary frames are not supported; send JSON text" });
+                            if let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await {
+                                break stop;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Stop::Gone,
+                        Some(Ok(_)) => {} // pings are answered by tungstenite; pongs only refresh last_heard
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= self.idle_timeout {
+                        counter!("gateway_ws_idle_closes_total").increment(1);
+                        break Stop::Close(CLOSE_GOING_AWAY, "idle timeout");
+                    }
+                    if let Err(stop) = self.send_guarded(&mut sink, Message::Ping(Default::default())).await {
+                        break stop;
+                    }
+                }
+            }
+        };
+        if let Stop::Close(code, reason) = stop {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = sink.send(frame).await;
+                let _ = sink.close().await;
+            })
+            .await;
+        }
+    }
+
+    fn slow_consumer(&self) -> Stop {
+        counter!("gateway_ws_slow_consumer_closes_total").increment(1);
+        Stop::Close(CLOSE_TRY_AGAIN_LATER, "slow consumer: send queue full")
+    }
+
+    /// Feeds the batch and flushes once, giving up if the socket is kicked or the server stops.
+    async fn write_batch(
+        &self,
+        sink: &mut Sink,
+        batch: &mut Vec<Utf8Bytes>,
+        sent: &Counter,
+    ) -> Result<(), Stop> {
+        let count = batch.len() as u64;
+        let write = async {
+            for frame in batch.drain(..) {
+                sink.feed(Message::Text(frame)).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(Stop::Close(CLOSE_GOING_AWAY, "server shutting down")),
+            _ = self.kick.cancelled() => Err(self.slow_consumer()),
+            written = write => {
+                written.map_err(|_| Stop::Gone)?;
+                sent.increment(count);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_guarded(&self, sink: &mut Sink, message: Message) -> Result<(), Stop> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(Stop::Close(CLOSE_GOING_AWAY, "server shutting down")),
+            _ = self.kick.cancelled() => Err(self.slow_consumer()),
+            written = sink.send(message) => written.map_err(|_| Stop::Gone),
+        }
+    }
+
+    /// Handles a client text frame; returns the reply, if any.
+    async fn handle_text(&mut self, text: &str) -> Option<Utf8Bytes> {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(_) if self.dialect == Dialect::S0 => return None,
+            Err(e) => {
+                return Some(reply(ServerOp::Error {
+                    message: &format!("malformed JSON: {e}"),
+                }));
+            }
+        };
+        if value.get("op").is_none() {
+            return match self.dialect {
+                Dialect::S0 => None,
+                Dialect::V1 => Some(reply(ServerOp::Error {
+                    message: r#"expected {"op":"subscribe"|"unsubscribe","subject":"…"}"#,
+                })),
+            };
+        }
+        let op = match serde_json::from_value::<ClientOp>(value) {
+            Ok(op) => op,
+            Err(e) => {
+                return Some(reply(ServerOp::Error {
+                    message: &format!("bad op: {e}"),
+                }));
+            }
+        };
+        Some(match op {
+            ClientOp::Subscribe { subject } => {
+                if let Err(e) = subject::check_subscribe(&subject) {
+                    reply(ServerOp::Error { message: &e })
+                } else if !self.membership.contains(&subject)
+                    && self.membership.len() >= self.max_subscriptions
+                {
+                    reply(ServerOp::Error {
+                        message: &format!(
+                            "at most {} subscriptions per socket",
+                            self.max_subscriptions
+                        ),
+                    })
+                } else {
+                    if let Err(e) = self.membership.subscribe(&subject).await {
+                        tracing::warn!(subject, error = %e, "subscription not confirmed by redis");
+                    }
+                    reply(ServerOp::Ack { subject: &subject })
+                }
+            }
+            ClientOp::Unsubscribe { subject } => {
+                if self.membership.unsubscribe(&subject).await {
+                    reply(ServerOp::Ack { subject: &subject })
+                } else {
+                    reply(ServerOp::Error {
+                        message: &format!("not subscribed to {subject:?}"),
+                    })
+                }
+            }
+        })
+    }
+}
+
+fn reply(op: ServerOp<'_>) -> Utf8Bytes {
+    Utf8Bytes::from(
+        serde_json::to_string(&op)
+            .unwrap_or_else(|_| r#"{"op":"error","message":"encoding failed"}"#.into()),
+    )
+}
