@@ -25,9 +25,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+type Source = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where settings come from: the process environment or, in tests, a map.
 pub struct Lookup {
-    source: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    source: Source,
 }
 
 impl Lookup {
@@ -159,15 +161,11 @@ pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     // `localhost:8080` and other names resolve once, at start.
-    if candidate
+    let has_port = candidate
         .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-    {
-        if let Ok(mut addrs) = candidate.to_socket_addrs() {
-            if let Some(addr) = addrs.next() {
-                return Ok(addr);
-            }
-        }
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if has_port && let Some(addr) = candidate.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        return Ok(addr);
     }
     Err(format!(
         "{raw:?} is not a listen address (expected host:port, [v6]:port or :port)"

@@ -124,8 +124,15 @@ async fn cpu_flamegraph(Query(params): Query<ProfileParams>) -> Result<Response,
     let report = sample_cpu(params.window()?).await?;
     let mut svg = Vec::new();
     report.flamegraph(&mut svg).map_err(ApiError::internal)?;
+    if svg.is_empty() {
+        // inferno draws nothing without samples; an idle process still gets a valid image.
+        svg = NO_SAMPLES_SVG.as_bytes().to_vec();
+    }
     Ok(([(CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
+
+const NO_SAMPLES_SVG: &str = r#"<?xml version="1.0" standalone="no"?>
+<svg version="1.1" width="600" height="60" xmlns="http://www.w3.org/2000/svg"><text x="10" y="35" font-family="monospace">No CPU samples in this window: the process was idle.</text></svg>"#;
 
 async fn heap_profile() -> Result<Response, ApiError> {
     let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {

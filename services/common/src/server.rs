@@ -41,8 +41,8 @@ impl Shutdown {
         let token = self.token.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown signal received");
             token.cancel();
+            tracing::info!("shutdown signal received; draining");
         });
     }
 

@@ -12,7 +12,9 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr (a log pipe that went away) must not turn logging into panics.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder
             .json()

@@ -471,20 +471,19 @@ async fn dispatch(
             dropped.increment(not_queued);
         }
         // A socket task that ended without dropping its membership (it panicked) is removed here.
-        if !closed.is_empty() {
-            if let Ok(mut topics) = topics.write() {
-                if let Some(sockets) = topics.get_mut(subject) {
-                    for id in &closed {
-                        sockets.remove(id);
-                    }
-                    if sockets.is_empty() {
-                        topics.remove(subject);
-                        let _ = commands.try_send(Command::Sync {
-                            subject: subject.to_string(),
-                            done: None,
-                        });
-                    }
-                }
+        if !closed.is_empty()
+            && let Ok(mut topics) = topics.write()
+            && let Some(sockets) = topics.get_mut(subject)
+        {
+            for id in &closed {
+                sockets.remove(id);
+            }
+            if sockets.is_empty() {
+                topics.remove(subject);
+                let _ = commands.try_send(Command::Sync {
+                    subject: subject.to_string(),
+                    done: None,
+                });
             }
         }
     }

@@ -24,8 +24,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(addr = %app.local_addr(), pprof = ?app.pprof_addr(), "storm-gateway listening");
     app.shutdown().cancel_on_signal();
+    tracing::info!(addr = %app.local_addr(), pprof = ?app.pprof_addr(), "storm-gateway listening");
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -273,10 +273,10 @@ impl SocketTask {
                     last_heard = Instant::now();
                     match incoming {
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(reply) = self.handle_text(&text).await {
-                                if let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await {
-                                    break stop;
-                                }
+                            if let Some(reply) = self.handle_text(&text).await
+                                && let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await
+                            {
+                                break stop;
                             }
                         }
                         Some(Ok(Message::Binary(_))) if self.dialect == Dialect::V1 => {
@@ -300,12 +300,29 @@ impl SocketTask {
                 }
             }
         };
+        // Leave every topic and drop the queue first: a socket waiting for its close frame to get
+        // through holds no frames and receives none.
+        let Self {
+            membership,
+            frames,
+            idle_timeout,
+            ..
+        } = self;
+        drop(membership);
+        drop(frames);
         if let Stop::Close(code, reason) = stop {
+            // A slow consumer gets its 1013 once it reads again, for as long as an idle peer is
+            // tolerated; other closes are bounded by the shutdown drain.
+            let patience = if code == CLOSE_TRY_AGAIN_LATER {
+                idle_timeout
+            } else {
+                CLOSE_TIMEOUT
+            };
             let frame = Message::Close(Some(CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             }));
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = tokio::time::timeout(patience, async {
                 let _ = sink.send(frame).await;
                 let _ = sink.close().await;
             })
