@@ -25,7 +25,11 @@ async fn main() -> ExitCode {
         }
     };
     app.shutdown().cancel_on_signal();
-    tracing::info!(addr = %app.local_addr(), pprof = ?app.pprof_addr(), "storm-gateway listening");
+    let pprof = app
+        .pprof_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    tracing::info!(addr = %app.local_addr(), pprof = %pprof, "storm-gateway listening");
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

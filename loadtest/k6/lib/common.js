@@ -1,0 +1,147 @@
+// Shared by every k6 scenario: typed env helpers, base URLs and token, and the end-of-test summary
+// (a JSON file under loadtest/results/ plus a short block a person can read on stdout).
+// Every knob of a scenario is an env var read through these helpers, so a bad value stops the run
+// at once with one line naming the variable instead of producing a meaningless result.
+
+export function env(name, defaultValue) {
+  const value = __ENV[name];
+  return value === undefined || value === '' ? defaultValue : value;
+}
+
+function fail(message) {
+  throw new Error(message);
+}
+
+export function envInt(name, defaultValue, { min = 0 } = {}) {
+  const raw = env(name, undefined);
+  if (raw === undefined) return defaultValue;
+  if (!/^\d+$/.test(String(raw)) || Number(raw) < min) {
+    fail(`${name} must be an integer >= ${min}, got '${raw}'`);
+  }
+  return Number(raw);
+}
+
+export function envNumber(name, defaultValue, { min = 0, exclusiveMin = false } = {}) {
+  const raw = env(name, undefined);
+  if (raw === undefined) return defaultValue;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || (exclusiveMin && value === min)) {
+    fail(`${name} must be a number ${exclusiveMin ? '>' : '>='} ${min}, got '${raw}'`);
+  }
+  return value;
+}
+
+export function envBool(name, defaultValue) {
+  const raw = env(name, undefined);
+  if (raw === undefined) return defaultValue;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  return fail(`${name} must be true or false, got '${raw}'`);
+}
+
+// k6 duration strings: 30s, 5m, 1h30m, 250ms.
+export function envDuration(name, defaultValue) {
+  const value = env(name, defaultValue);
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(value)) {
+    fail(`${name} must be a duration like 30s, 5m or 1h, got '${value}'`);
+  }
+  return value;
+}
+
+export function envChoice(name, defaultValue, choices) {
+  const value = env(name, defaultValue);
+  if (!choices.includes(value)) fail(`${name} must be one of ${choices.join('|')}, got '${value}'`);
+  return value;
+}
+
+export function baseUrl(name = 'GATEWAY_URL', defaultValue = 'http://localhost:8080') {
+  const url = env(name, defaultValue).replace(/\/+$/, '');
+  if (!/^https?:\/\/[^/]+/.test(url)) fail(`${name} must be an http(s):// URL, got '${url}'`);
+  return url;
+}
+
+// http://host → ws://host, https://host → wss://host.
+export function toWsUrl(httpUrl) {
+  return httpUrl.replace(/^http/, 'ws');
+}
+
+export function requireToken(name = 'ACCESS_TOKEN') {
+  const token = env(name, undefined);
+  if (!token) {
+    fail(`${name} is required: ${name}=$(bash scripts/gen-jwt.sh user-1) k6 run … (scripts/perf-load.sh mints one)`);
+  }
+  return token;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary
+
+function metric(data, name) {
+  return data.metrics[name] ? data.metrics[name].values : undefined;
+}
+
+export function fmtMs(data, name, stat) {
+  const values = metric(data, name);
+  return values && values[stat] !== undefined ? `${values[stat].toFixed(2)} ms` : 'n/a';
+}
+
+export function fmtRate(data, name, unit = '/s') {
+  const values = metric(data, name);
+  return values && values.rate !== undefined ? `${values.rate.toFixed(1)}${unit}` : 'n/a';
+}
+
+export function fmtPercent(data, name) {
+  const values = metric(data, name);
+  return values && values.rate !== undefined ? `${(values.rate * 100).toFixed(2)} %` : 'n/a';
+}
+
+export function fmtCount(data, name) {
+  const values = metric(data, name);
+  return values && values.count !== undefined ? String(values.count) : '0';
+}
+
+// One line per threshold: "PASS http_req_duration p(95)<250".
+function thresholdLines(data) {
+  const lines = [];
+  for (const [name, m] of Object.entries(data.metrics)) {
+    for (const [expr, result] of Object.entries(m.thresholds || {})) {
+      lines.push(`  ${result.ok ? 'PASS' : 'FAIL'}  ${name} ${expr}`);
+    }
+  }
+  return lines.sort();
+}
+
+function timestamp() {
+  // 2026-02-03T10-04-05Z: sortable, and safe in file names everywhere.
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+}
+
+export function summaryPath(scenario) {
+  const explicit = env('SUMMARY_JSON', undefined);
+  if (explicit) return explicit;
+  const dir = env('RESULTS_DIR', 'loadtest/results').replace(/\/+$/, '');
+  return `${dir}/${scenario}-${timestamp()}.json`;
+}
+
+// makeHandleSummary('perf-load', (data) => ['line', …], config) → a k6 handleSummary function.
+// The JSON file holds k6's whole summary plus {scenario, config, finished_at}; stdout gets the
+// scenario's own lines, then every threshold's verdict, then where the JSON went.
+export function makeHandleSummary(scenario, describe, config = {}) {
+  return function handleSummary(data) {
+    const path = summaryPath(scenario);
+    const lines = [
+      '',
+      `== ${scenario} summary ==`,
+      ...describe(data),
+      'thresholds:',
+      ...thresholdLines(data),
+      `summary JSON: ${path}`,
+      '',
+    ];
+    const json = { scenario, config, finished_at: new Date().toISOString(), ...data };
+    return {
+      stdout: lines.join('\n') + '\n',
+      [path]: JSON.stringify(json, null, 2),
+    };
+  };
+}

@@ -1,0 +1,126 @@
+# shellcheck shell=bash
+# lib.sh — helpers shared by scripts/*.sh; sourced, never run on its own.
+#
+# The one rule here: wait on the thing itself (a port that answers, a /ready that says 200),
+# never on a fixed sleep — a slow CI machine and a fast laptop must both be correct.
+
+STORM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export STORM_ROOT
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+warn() { printf '[%s] warning: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+# port_open HOST PORT — true when something accepts TCP connections there.
+# shellcheck disable=SC2016 # $1/$2 expand in the child bash, on purpose.
+port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
+
+# wait_port HOST PORT TIMEOUT_SECS — poll until the port answers; false on timeout.
+wait_port() {
+  local deadline=$((SECONDS + $3))
+  until port_open "$1" "$2"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# wait_ready URL TIMEOUT_SECS [PID] — poll until URL answers HTTP 200; false on timeout,
+# or at once when PID (the process that should answer) has exited.
+wait_ready() {
+  local url=$1 deadline=$((SECONDS + $2)) pid=${3:-}
+  until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) == 200 ]]; do
+    if [[ -n $pid ]] && ! alive "$pid"; then return 1; fi
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# free_port — print a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    return
+  fi
+  local port
+  for _ in {1..100}; do
+    port=$((20000 + RANDOM % 40000))
+    port_open 127.0.0.1 "$port" || { echo "$port"; return; }
+  done
+  die "no free TCP port found"
+}
+
+# alive PID — the process runs and is not a zombie waiting to be reaped (kill -0 alone says yes
+# to a zombie, which would make a stopped process look alive until its parent waits for it).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ $(sed -E 's/.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# apt_install PKG... — install Debian packages (root + apt-get only); `apt-get update` once per run.
+STORM_APT_UPDATED=${STORM_APT_UPDATED:-}
+apt_install() {
+  if ! is_root || ! command -v apt-get >/dev/null; then
+    die "missing $*: install it (Debian package: $*), or run as root on Debian/Ubuntu to install it automatically"
+  fi
+  if [[ -z $STORM_APT_UPDATED ]]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || die "apt-get update failed"
+    STORM_APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
+    die "apt-get install $* failed"
+}
+
+# ensure_dependency NAME PORT TIMEOUT PACKAGE IS_INSTALLED_CMD START_FN [AFTER_INSTALL_FN]
+# If the port answers, nothing to do; else start the installed server, or install it first.
+ensure_dependency() {
+  local name=$1 port=$2 timeout=$3 package=$4 installed=$5 start=$6 after_install=${7:-}
+  port_open 127.0.0.1 "$port" && return 0
+  if ! $installed; then
+    log "$name is not installed: installing Debian package $package"
+    apt_install "$package"
+    [[ -z $after_install ]] || $after_install
+    # The package's own init script may have started it already.
+    port_open 127.0.0.1 "$port" && return 0
+  fi
+  log "starting $name (port $port)"
+  $start || warn "$name start command failed; waiting for the port anyway"
+  wait_port 127.0.0.1 "$port" "$timeout" || die "$name does not answer on 127.0.0.1:$port after ${timeout}s"
+  log "$name is up on 127.0.0.1:$port"
+}
+
+redis_installed() { command -v redis-server >/dev/null; }
+redis_start() {
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+}
+ensure_redis() { ensure_dependency Redis 6379 20 redis-server redis_installed redis_start; }
+
+# The newest installed cluster version, e.g. 15.
+pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }
+postgres_installed() { command -v pg_ctlcluster >/dev/null && [[ -n $(pg_version) ]]; }
+postgres_start() { pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main start; }
+# The stack connects as postgres without a password (postgres://postgres@localhost:5432/…);
+# a fresh Debian cluster asks for one over TCP, so trust the loopback for that user only.
+postgres_trust_loopback() {
+  local hba
+  hba="/etc/postgresql/$(pg_version)/main/pg_hba.conf"
+  [[ -f $hba ]] || return 0
+  log "trusting user postgres on the loopback in $hba (development machine)"
+  sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main reload 2>/dev/null || true
+}
+ensure_postgres() {
+  ensure_dependency Postgres 5432 60 postgresql postgres_installed postgres_start postgres_trust_loopback
+}
+
+rabbitmq_installed() { command -v rabbitmq-server >/dev/null; }
+rabbitmq_start() { rabbitmq-server -detached; }
+ensure_rabbitmq() { ensure_dependency RabbitMQ 5672 120 rabbitmq-server rabbitmq_installed rabbitmq_start; }
