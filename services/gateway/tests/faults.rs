@@ -5,19 +5,14 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::ws::Event;
-use testkit::{RedisServer, WsClient, http, spawn_gateway, token, wait_until};
+use testkit::{RedisServer, TestGateway, WsClient, http, spawn_gateway, token, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn publish(client: &reqwest::Client, url: &str, seq: u64) -> u16 {
-    client
-        .post(url)
-        .bearer_auth(token("p"))
-        .header("content-type", "application/json")
-        .body(json!({"seq": seq}).to_string())
-        .send()
+async fn publish(gw: &TestGateway, client: &reqwest::Client, subject: &str, seq: u64) -> u16 {
+    let body = json!({"seq": seq}).to_string();
+    gw.publish(client, &token("p"), subject, &body)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -38,21 +33,14 @@ async fn sockets_survive_a_redis_restart_and_receive_again() {
         .await
         .unwrap();
     let client = http();
-    let url = gw.url("/api/v1/events/fault.exact");
-    assert_eq!(publish(&client, &url, 1).await, 202);
+    let subject = "fault.exact";
+    assert_eq!(publish(&gw, &client, subject, 1).await, 202);
     assert_eq!(exact.next_json(WAIT).await["data"]["seq"], 1);
     assert_eq!(pattern.next_json(WAIT).await["data"]["seq"], 1);
 
     redis.kill();
     // Publishing while Redis is down is 503 unavailable with Retry-After — never a 500.
-    let response = client
-        .post(&url)
-        .bearer_auth(token("p"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.publish(&client, &token("p"), subject, "{}").await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -72,9 +60,9 @@ async fn sockets_survive_a_redis_restart_and_receive_again() {
     let mut seq = 100;
     let delivered = wait_until(Duration::from_secs(20), || {
         seq += 1;
-        let (client, url) = (client.clone(), url.clone());
+        let (gw, client) = (&gw, client.clone());
         let this = seq;
-        async move { publish(&client, &url, this).await == 202 }
+        async move { publish(gw, &client, subject, this).await == 202 }
     })
     .await;
     assert!(delivered, "publishing works again after the restart");
@@ -92,7 +80,7 @@ async fn sockets_survive_a_redis_restart_and_receive_again() {
             break;
         }
         seq += 1;
-        publish(&client, &url, seq).await;
+        publish(&gw, &client, subject, seq).await;
     }
     assert!(
         got_exact && got_pattern,
@@ -136,21 +124,13 @@ async fn slow_consumer_is_closed_with_1013_and_memory_stays_bounded() {
     .await
     .unwrap();
     let client = http();
-    let url = gw.url(&format!("/api/v1/events/{subject}"));
     let pad = "x".repeat(16 * 1024);
     let before = rss_bytes();
     // 4,000 × 16 KiB = 64 MiB offered: far beyond socket buffers plus a 64-frame queue.
     let mut received = 0u64;
     for seq in 0..4000u64 {
-        let status = client
-            .post(&url)
-            .bearer_auth(&tok)
-            .header("content-type", "application/json")
-            .body(json!({"seq": seq, "pad": pad}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let body = json!({"seq": seq, "pad": pad}).to_string();
+        let status = gw.publish(&client, &tok, subject, &body).await.status();
         assert_eq!(status, 202);
         // The healthy client keeps up.
         while let Event::Text(_) = healthy.next_event(Duration::from_millis(0)).await {

@@ -99,14 +99,7 @@ async fn metrics_expose_the_spec_families() {
     let mut ws = WsClient::connect(&gw.ws_url("/api/v1/ws?subscribe=metrics.test"), Some(&tok))
         .await
         .unwrap();
-    let response = client
-        .post(gw.url("/api/v1/events/metrics.test"))
-        .bearer_auth(&tok)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.publish(&client, &tok, "metrics.test", "{}").await;
     assert_eq!(response.status(), 202);
     ws.next_json(Duration::from_secs(5)).await;
     let text = client

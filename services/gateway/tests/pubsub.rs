@@ -8,14 +8,9 @@ use testkit::{REDIS_URL, WsClient, http, spawn_gateway, token, unique, wait_unti
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn publish(base: &str, subject: &str, data: Value) -> reqwest::Response {
-    http()
-        .post(format!("{base}/api/v1/events/{subject}"))
-        .bearer_auth(token("publisher-1"))
-        .json(&data)
-        .send()
+async fn publish(gw: &testkit::TestGateway, subject: &str, data: Value) -> reqwest::Response {
+    gw.publish(&http(), &token("publisher-1"), subject, &data.to_string())
         .await
-        .expect("publish request")
 }
 
 #[tokio::test]
@@ -32,12 +27,7 @@ async fn published_event_reaches_exact_and_pattern_subscribers() {
     .await
     .unwrap();
 
-    let response = publish(
-        &gw.url(""),
-        "call.answered",
-        json!({"call_id": "c-1", "n": [1, 2]}),
-    )
-    .await;
+    let response = publish(&gw, "call.answered", json!({"call_id": "c-1", "n": [1, 2]})).await;
     assert_eq!(response.status(), 202);
     let accepted: Value = response.json().await.unwrap();
     assert_eq!(accepted["subject"], "call.answered");
@@ -51,12 +41,7 @@ async fn published_event_reaches_exact_and_pattern_subscribers() {
         assert!(envelope["ts"].as_u64().unwrap() > 1_700_000_000_000);
     }
     // A subject the exact socket does not hold reaches only the pattern.
-    assert_eq!(
-        publish(&gw.url(""), "call.ringing", json!(1))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(publish(&gw, "call.ringing", json!(1)).await.status(), 202);
     assert_eq!(pattern.next_json(WAIT).await["subject"], "call.ringing");
     exact.expect_silence(Duration::from_millis(300)).await;
     gw.stop().await.unwrap();
@@ -72,14 +57,14 @@ async fn subscribe_and_unsubscribe_ops_start_and_stop_delivery() {
         client.op("subscribe", "room.1").await,
         json!({"op": "ack", "subject": "room.1"})
     );
-    publish(&gw.url(""), "room.1", json!("first")).await;
+    publish(&gw, "room.1", json!("first")).await;
     assert_eq!(client.next_json(WAIT).await["data"], "first");
 
     assert_eq!(
         client.op("unsubscribe", "room.1").await,
         json!({"op": "ack", "subject": "room.1"})
     );
-    publish(&gw.url(""), "room.1", json!("second")).await;
+    publish(&gw, "room.1", json!("second")).await;
     client.expect_silence(Duration::from_millis(400)).await;
 
     // Bad ops get an error frame and the socket stays usable.
@@ -97,7 +82,7 @@ async fn subscribe_and_unsubscribe_ops_start_and_stop_delivery() {
         assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(client.op("subscribe", "room.2").await["op"], "ack");
-    publish(&gw.url(""), "room.2", json!("still works")).await;
+    publish(&gw, "room.2", json!("still works")).await;
     assert_eq!(client.next_json(WAIT).await["data"], "still works");
     gw.stop().await.unwrap();
 }
@@ -132,7 +117,7 @@ async fn five_hundred_sockets_share_one_redis_subscription() {
         .unwrap();
     assert_eq!(patterns, vec![channel.clone()]);
 
-    publish(&gw.url(""), subject, json!({"seq": 1})).await;
+    publish(&gw, subject, json!({"seq": 1})).await;
     for client in clients.iter_mut() {
         assert_eq!(client.next_json(WAIT).await["data"]["seq"], 1);
     }
@@ -171,7 +156,7 @@ async fn channel_stream_delivers_channel_subject() {
     .await
     .unwrap();
     assert_eq!(
-        publish(&gw.url(""), "channel.general-1", json!({"body": "hi"}))
+        publish(&gw, "channel.general-1", json!({"body": "hi"}))
             .await
             .status(),
         202

@@ -65,6 +65,24 @@ impl TestGateway {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// `POST /api/v1/events/{subject}` with `body` as JSON, signed with `token`.
+    pub async fn publish(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        subject: &str,
+        body: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.url(&format!("/api/v1/events/{subject}")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("publish request")
+    }
+
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
