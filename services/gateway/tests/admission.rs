@@ -83,14 +83,7 @@ async fn excess_requests_are_shed_at_once_and_admitted_ones_succeed() {
         let (status, _, _, body) = request.await.unwrap();
         assert_eq!(status, 202, "admitted requests complete: {body}");
     }
-    let snapshot: serde_json::Value = client
-        .get(gw.url("/api/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = gw.get_json(&client, "/api/metrics").await;
     assert_eq!(snapshot["workers"], 2);
     assert_eq!(snapshot["queue_capacity"], 2);
     assert!(snapshot["shed_total"].as_u64().unwrap() >= shed);
@@ -103,14 +96,7 @@ async fn excess_requests_are_shed_at_once_and_admitted_ones_succeed() {
 async fn s3_endpoints_answer() {
     let gw = spawn_gateway(&[("USERS_COUNT", "3")]).await;
     let client = http();
-    let users: serde_json::Value = client
-        .get(gw.url("/api/users"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = gw.get_json(&client, "/api/users").await;
     assert_eq!(users.as_array().unwrap().len(), 3);
     assert_eq!(users[0]["email"], "user1@example.com");
     let echo = client
@@ -122,14 +108,7 @@ async fn s3_endpoints_answer() {
         .unwrap();
     assert_eq!(echo.status(), 200);
     assert_eq!(echo.text().await.unwrap(), r#"{"hello":["world",1,null]}"#);
-    let metrics: serde_json::Value = client
-        .get(gw.url("/api/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = gw.get_json(&client, "/api/metrics").await;
     for key in [
         "workers",
         "queue_capacity",

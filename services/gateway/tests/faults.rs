@@ -167,14 +167,7 @@ async fn slow_consumer_is_closed_with_1013_and_memory_stays_bounded() {
             other => panic!("healthy socket lost events at {received}: {other:?}"),
         }
     }
-    let metrics = client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text(&client, "/metrics").await;
     let closes = metrics
         .lines()
         .find(|l| l.starts_with("gateway_ws_slow_consumer_closes_total"))

@@ -102,14 +102,7 @@ async fn metrics_expose_the_spec_families() {
     let response = gw.publish(&client, &tok, "metrics.test", "{}").await;
     assert_eq!(response.status(), 202);
     ws.next_json(Duration::from_secs(5)).await;
-    let text = client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text(&client, "/metrics").await;
     for family in [
         "# TYPE http_requests_total counter",
         "# TYPE http_request_duration_seconds histogram",

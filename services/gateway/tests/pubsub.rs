@@ -233,17 +233,7 @@ async fn s0_script_behaviour_receives_every_event() {
         .unwrap();
     assert_eq!(response.status(), 202);
     assert_eq!(subscribers[0].next_json(WAIT).await["data"], "plain words");
-    assert_eq!(
-        client
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(gw.get_text(&client, "/healthz").await, "ok");
     gw.stop().await.unwrap();
 }
 

@@ -83,6 +83,26 @@ impl TestGateway {
             .expect("publish request")
     }
 
+    /// `GET path`, body as JSON (panics on a transport error or a non-JSON body).
+    pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let response = client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request");
+        response.json().await.expect("JSON body")
+    }
+
+    /// `GET path`, body as text.
+    pub async fn get_text(&self, client: &reqwest::Client, path: &str) -> String {
+        let response = client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request");
+        response.text().await.expect("text body")
+    }
+
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
