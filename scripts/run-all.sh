@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# run-all.sh — every load scenario of loadtest/scenarios.toml against the native stack, REPEATS
+# times each, then loadtest/BASELINES.md written from those runs by loadtest/baselines.py.
+# This script owns the surroundings (arguments, the stack, k6, the open-files limit); the scenarios,
+# the runs and the report are baselines.py's. The stack is left as found: started here only when
+# it was not ready, and stopped again at the end.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/run-all.sh [--quick | --list]
+
+Runs `storm-loadgen calibrate` once (the generator's ceiling), then every scenario of
+loadtest/scenarios.toml REPEATS times against the gateway at GATEWAY_URL, keeps every result under
+loadtest/results/<UTC time>/ (not committed), and rewrites loadtest/BASELINES.md from them: one
+table per source system (source figure, target, our median and min–max, pass/fail), the generator
+ceiling, CPU per run, the machine, commit, date and exact commands. The hand-written notes between
+the notes markers of BASELINES.md are kept. About 12 minutes.
+Exit 0 when every run completed — a missed target is a "fail" in the table, not an error — and 1
+when a run crashed, timed out or wrote no result (BASELINES.md is then left as it was).
+
+  --quick   CI smoke: one run per scenario, a few seconds each, small counts. Writes
+            loadtest/results/<time>-quick/BASELINES.quick.md, never loadtest/BASELINES.md. Exits 1
+            if a run failed or shows a 5xx, a lost or duplicated frame, or a transport error; no
+            latency or throughput assertion.
+  --list    print the scenarios (name, source, tool, what) and exit
+  -h, --help
+
+The stack: unless RUN_ALL_NO_STACK=1, when `scripts/stack.sh status` is not all ready,
+`scripts/stack.sh up` starts it (STACK_NO_BUILD, STACK_BIN_DIR, STACK_DIR, GATEWAY_HTTP_ADDR, … are
+honoured) and `scripts/stack.sh down` stops it when this script ends (RUN_ALL_KEEP_STACK=1 keeps
+it). A stack that was already running is left running.
+
+Env:
+  GATEWAY_URL          the gateway (default http://127.0.0.1:8080)
+  RUN_ALL_NO_STACK=1   never start or stop the stack: GATEWAY_URL must answer /ready (test.sh)
+  GATEWAY_PID          the gateway's pid, for its CPU share per run (default: STACK_DIR/gateway.pid)
+  LOADGEN_BIN          storm-loadgen (default target/release/storm-loadgen, else target/debug/…)
+  RUN_ALL_ONLY         comma-separated scenario names; a subset writes its report to the results
+                       directory only, BASELINES.md is left as it was
+  REPEATS              runs per scenario (default 3; 1 with --quick)
+  RUN_ALL_RESULTS_DIR  where the per-run directories go (default loadtest/results)
+  JWT_SECRET           what the generators sign their tokens with (default dev-secret)
+
+Adding a scenario: one [[scenario]] block in loadtest/scenarios.toml (its header says how).
+USAGE
+}
+
+usage_error() {
+  echo "run-all.sh: $1 (see --help)" >&2
+  exit 2
+}
+
+QUICK=""
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  --quick) QUICK=1 ;;
+  --list) ;;
+  "") ;;
+  *) usage_error "unexpected argument '$1'" ;;
+esac
+(($# <= 1)) || usage_error "too many arguments"
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$STORM_ROOT"
+
+python3 -c 'import tomllib' 2>/dev/null || die "run-all.sh needs Python 3.11+ (python3 with tomllib)"
+BASELINES_PY=(python3 loadtest/baselines.py)
+
+if [[ ${1:-} == --list ]]; then
+  exec "${BASELINES_PY[@]}" list --only "${RUN_ALL_ONLY:-}"
+fi
+
+GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
+GATEWAY_URL=${GATEWAY_URL%/}
+[[ $GATEWAY_URL =~ ^https?://[^/]+$ ]] || usage_error "GATEWAY_URL must be http(s)://host:port, got '$GATEWAY_URL'"
+REPEATS=${REPEATS:-}
+[[ -z $REPEATS || $REPEATS =~ ^[1-9][0-9]*$ ]] || usage_error "REPEATS must be a positive integer, got '$REPEATS'"
+[[ -z ${GATEWAY_PID:-} || ${GATEWAY_PID} =~ ^[0-9]+$ ]] || usage_error "GATEWAY_PID must be a pid, got '$GATEWAY_PID'"
+# An unknown name in RUN_ALL_ONLY is a usage error too (exit 2, from baselines.py).
+TOOLS=$("${BASELINES_PY[@]}" list --tools --only "${RUN_ALL_ONLY:-}") || exit $?
+
+STACK_STARTED=""
+# The EXIT trap keeps the script's exit status (it does not call exit itself).
+on_exit() {
+  if [[ -n $STACK_STARTED && ${RUN_ALL_KEEP_STACK:-} != 1 ]]; then
+    log "stopping the stack run-all.sh started (RUN_ALL_KEEP_STACK=1 keeps it)"
+    bash scripts/stack.sh down || warn "scripts/stack.sh down failed"
+  fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# 5,000 sockets on each side of the fan-out scenario go far past the usual 1024; set before the
+# stack starts so a gateway started here inherits it too.
+want_nofile=65536
+hard_nofile=$(ulimit -Hn)
+if [[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)); then want_nofile=$hard_nofile; fi
+soft_nofile=$(ulimit -Sn)
+if [[ $soft_nofile != unlimited ]] && ((soft_nofile < want_nofile)); then
+  ulimit -n "$want_nofile" 2>/dev/null || warn "could not raise the open-files limit above $soft_nofile"
+fi
+
+# --- the stack ----------------------------------------------------------------------------------------
+if [[ ${RUN_ALL_NO_STACK:-} == 1 ]]; then
+  wait_ready "$GATEWAY_URL/ready" 10 || die "RUN_ALL_NO_STACK=1 but $GATEWAY_URL/ready does not answer 200"
+elif bash scripts/stack.sh status >/dev/null 2>&1; then
+  log "stack already running: leaving it as it is"
+else
+  log "stack not ready: scripts/stack.sh up"
+  STACK_STARTED=1
+  bash scripts/stack.sh up ||
+    die "scripts/stack.sh up failed (a gateway not started by stack.sh? point GATEWAY_URL at it and set RUN_ALL_NO_STACK=1)"
+fi
+wait_ready "$GATEWAY_URL/ready" 10 ||
+  die "$GATEWAY_URL/ready does not answer 200 (is GATEWAY_URL the stack's gateway? see scripts/stack.sh status)"
+
+if [[ -z ${GATEWAY_PID:-} ]]; then
+  pid_file="${STACK_DIR:-$STORM_ROOT/.stack}/gateway.pid"
+  if [[ -f $pid_file ]] && alive "$(<"$pid_file")"; then GATEWAY_PID=$(<"$pid_file"); fi
+fi
+
+# --- the generators --------------------------------------------------------------------------------------
+if grep -qx k6 <<<"$TOOLS" && ! command -v k6 >/dev/null; then
+  bash scripts/install-k6.sh >&2
+fi
+target_dir=${CARGO_TARGET_DIR:-target}
+if [[ -z ${LOADGEN_BIN:-} ]]; then
+  for candidate in "$target_dir/release/storm-loadgen" "$target_dir/debug/storm-loadgen"; do
+    if [[ -x $candidate ]]; then LOADGEN_BIN=$candidate; break; fi
+  done
+fi
+if [[ -n ${LOADGEN_BIN:-} && ! -x $LOADGEN_BIN ]]; then
+  die "LOADGEN_BIN=$LOADGEN_BIN is not an executable"
+fi
+if grep -qx loadgen <<<"$TOOLS" && [[ -z ${LOADGEN_BIN:-} ]]; then
+  die "storm-loadgen not found under $target_dir/{release,debug}: cargo build --release --bins (or set LOADGEN_BIN)"
+fi
+
+# --- the runs --------------------------------------------------------------------------------------------
+results_dir="${RUN_ALL_RESULTS_DIR:-loadtest/results}/$(date -u +%Y-%m-%dT%H-%M-%SZ)${QUICK:+-quick}"
+log "results: $results_dir"
+args=(run --gateway "$GATEWAY_URL" --results "$results_dir" --loadgen "${LOADGEN_BIN:-}")
+[[ -z $QUICK ]] || args+=(--quick)
+[[ -z $REPEATS ]] || args+=(--repeats "$REPEATS")
+[[ -z ${RUN_ALL_ONLY:-} ]] || args+=(--only "$RUN_ALL_ONLY")
+[[ -z ${GATEWAY_PID:-} ]] || args+=(--gateway-pid "$GATEWAY_PID")
+# Last command: its exit status is the script's (set -e), and the EXIT trap still stops the stack.
+"${BASELINES_PY[@]}" "${args[@]}"
