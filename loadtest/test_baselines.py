@@ -24,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIXTURES = HERE / "fixtures"
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, str(HERE))
 import baselines  # noqa: E402
 
