@@ -386,7 +386,7 @@ def execute(
     subst: dict[str, str],
     gateway_pid: int | None,
 ) -> dict:
-    """Run one repetition; return its run.json entry (status ok|crashed|timeout|no-result)."""
+    """Run one repetition; return its run.json entry (status ok|failed|timeout|no-result)."""
     stem = scenario.name if repeat is None else f"{scenario.name}.r{repeat}"
     out, log_path = results / f"{stem}.json", results / f"{stem}.log"
     argv, extra_env = render_command(scenario, quick, {**subst, "out": str(out)})
@@ -412,7 +412,7 @@ def execute(
             proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
-            entry.update(status="crashed", exit=None, elapsed_s=0.0, problems=[f"could not start: {e}"])
+            entry.update(status="failed", exit=None, elapsed_s=0.0, problems=[f"could not start: {e}"])
             return entry
         try:
             code = proc.wait(timeout)
@@ -437,7 +437,7 @@ def execute(
         return entry
     if code not in tool["ok_exit"]:
         what = f"signal {-code}" if code < 0 else f"exit {code}"
-        entry.update(status="crashed", problems=[f"{tool['label']} {what} (see {log_path.name})"])
+        entry.update(status="failed", problems=[f"{tool['label']} {what} (see {log_path.name})"])
         return entry
     if code == 99 and scenario.tool == "k6":
         entry["notes"].append("k6 exit 99: a threshold of the script failed")
@@ -592,7 +592,7 @@ def cmd_run(args) -> int:
                 if entry["status"] == "ok":
                     log(f"    {summarize(scenario, result)}  ({entry['elapsed_s']:.1f} s, {cpu})")
                 else:
-                    log(f"    {entry['status'].upper()}: {'; '.join(entry['problems'])}")
+                    log(f"    RUN FAILED ({entry['status']}): {'; '.join(entry['problems'])}")
                     tail = (results / entry["log"]).read_text(errors="replace").splitlines()[-15:]
                     for line in tail:
                         print(f"      | {line}", file=sys.stderr)
@@ -622,7 +622,7 @@ def cmd_run(args) -> int:
         why = "a subset (RUN_ALL_ONLY)" if args.only else "a run failed"
         log(f"{why}: {baselines.name} left as it was; report written to {report_path}")
     for entry in failed_runs:
-        log(f"FAILED RUN {run_label(entry)}: {entry['status']}: {'; '.join(entry['problems'])}")
+        log(f"RUN FAILED {run_label(entry)}: {'; '.join(entry['problems'])}")
     if quick:
         for entry, problem in smoke:
             log(f"SMOKE FAIL {run_label(entry)}: {problem}")
@@ -799,7 +799,7 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
             "",
             f"`scripts/run-all.sh --quick`: one short run per scenario with small counts, a CI smoke. "
             "Its figures say that every scenario runs, not how fast the stack is; targets are not judged. "
-            "The smoke fails on a crashed run, a 5xx, a lost or duplicated frame or a transport error.",
+            "The smoke fails on a failed run, a 5xx, a lost or duplicated frame or a transport error.",
         ]
     else:
         out += [

@@ -220,13 +220,13 @@ class FullRunTest(Base):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(again.stdout, text)
 
-    def test_a_crashed_run_fails_and_leaves_baselines_alone(self):
+    def test_a_failed_run_fails_and_leaves_baselines_alone(self):
         proc = self.run_baselines("--repeats", "1", "--only", "s3-users,s3-echo-throughput", FAKE_LOADGEN_FAIL_ON="/api/users")
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertEqual(self.baselines.read_text(), OLD_BASELINES)
-        self.assertIn("FAILED RUN s3-users run 1: crashed: storm-loadgen exit 1", proc.stderr)
+        self.assertIn("RUN FAILED s3-users run 1: storm-loadgen exit 1", proc.stderr)
         report = (self.results / "BASELINES.md").read_text()
-        self.assertIn("| s3-users run 1 | crashed | storm-loadgen exit 1 (see s3-users.r1.log) |", report)
+        self.assertIn("| s3-users run 1 | failed | storm-loadgen exit 1 (see s3-users.r1.log) |", report)
         self.assertEqual(self.table_row(report, "s3-users", "throughput")[4], "n/a")
 
     def test_a_subset_never_overwrites_baselines(self):

@@ -17,7 +17,7 @@ table per source system (source figure, target, our median and min–max, pass/f
 ceiling, CPU per run, the machine, commit, date and exact commands. The hand-written notes between
 the notes markers of BASELINES.md are kept. About 12 minutes.
 Exit 0 when every run completed — a missed target is a "fail" in the table, not an error — and 1
-when a run crashed, timed out or wrote no result (BASELINES.md is then left as it was).
+when a run failed (non-zero exit), timed out or wrote no result (BASELINES.md is then left as it was).
 
   --quick   CI smoke: one run per scenario, a few seconds each, small counts. Writes
             loadtest/results/<time>-quick/BASELINES.quick.md, never loadtest/BASELINES.md. Exits 1
