@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test.sh — the project's one test command (CI runs it through .ci/run), for a fresh machine:
 # installs what is missing, makes sure Redis/Postgres/RabbitMQ answer, runs fmt, clippy and the
-# nextest suite, then starts the real gateway binary and checks it the way a performance engineer
-# uses it: promtool on /metrics, go tool pprof on CPU and heap, a k6 smoke of the S0 scenario, and
-# a clean exit on SIGTERM.
+# nextest suite and the self-test of the baselines pipeline, then starts the real gateway binary and
+# checks it the way a performance engineer uses it: a k6 smoke of the S0 scenario, every load
+# scenario once in `run-all.sh --quick`, promtool on /metrics, go tool pprof on CPU and heap, and a
+# clean exit on SIGTERM.
 set -euo pipefail
 
 usage() {
@@ -111,7 +112,11 @@ else
   cargo nextest run --workspace --locked --no-fail-fast
 fi
 
-# --- (f) the live binary ---------------------------------------------------------------------------
+# --- (f) the baselines pipeline, on fixtures ------------------------------------------------------
+step "baselines.py self-test (run-all.sh and the BASELINES writer, fake generators)"
+python3 loadtest/test_baselines.py
+
+# --- (g) the live binary ---------------------------------------------------------------------------
 step "cargo build --bins"
 cargo build --bins --locked
 GATEWAY_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-gateway"
@@ -153,6 +158,14 @@ print(f"k6 summary: {published} HTTP requests, {received} WebSocket messages rec
 if published == 0 or received == 0:
     sys.exit("expected HTTP requests and WebSocket messages in the k6 summary, got none")
 PY
+gateway_still_running
+
+# Every scenario of loadtest/scenarios.toml once, short and small (the debug generator is slow):
+# it fails on a crashed run, a 5xx, a lost or duplicated frame; no performance assertion.
+step "live gateway: run-all.sh --quick (every load scenario, smoke)"
+RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="$GATEWAY_PID" JWT_SECRET=$SECRET \
+  LOADGEN_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-loadgen" bash scripts/run-all.sh --quick ||
+  fail "run-all.sh --quick failed (its smoke checks are above; results under loadtest/results/)"
 gateway_still_running
 
 step "live gateway: promtool check metrics"
