@@ -1,0 +1,366 @@
+//! The generator against real servers on port 0: a real gateway (with real Redis) for counts, the
+//! JSON schema and fan-out truth, and a deliberately slow in-process server for coordinated
+//! omission. These are correctness tests — small rates, short runs, no performance assertion.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use loadgen::cli::Run;
+use loadgen::engine::HttpConfig;
+use loadgen::target::Target;
+use loadgen::ws::WsConfig;
+use loadgen::{Report, execute};
+use serde_json::Value;
+
+fn http_config(url: &str, rate: Option<f64>, connections: usize, duration: Duration) -> HttpConfig {
+    HttpConfig {
+        target: Target::parse(url).unwrap(),
+        method: Method::GET,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        rate,
+        connections,
+        duration,
+        timeout: Duration::from_secs(5),
+        progress: None,
+    }
+}
+
+async fn run(run: Run) -> Report {
+    execute(run, "storm-loadgen (test)".into()).await.unwrap()
+}
+
+fn ws_config(base: &str, subscribers: usize, subjects: usize, rate: f64, secs: u64) -> WsConfig {
+    WsConfig {
+        target: Target::parse(base).unwrap(),
+        subscribers,
+        subjects,
+        rate,
+        duration: Duration::from_secs(secs),
+        publish_connections: 4,
+        connect_concurrency: 64,
+        drain: Duration::from_secs(3),
+        timeout: Duration::from_secs(5),
+        token: testkit::token("loadgen-test"),
+        payload_bytes: 0,
+        read_delay: Duration::ZERO,
+        progress: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_sends_rate_times_duration_to_a_real_gateway_and_reports_them() {
+    let gateway = testkit::spawn_gateway(&[]).await;
+    let mut config = http_config(
+        &gateway.url("/api/echo"),
+        Some(400.0),
+        8,
+        Duration::from_secs(3),
+    );
+    config.method = Method::POST;
+    config
+        .headers
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    config.body = Bytes::from_static(br#"{"hello":"loadgen"}"#);
+    let Report::Http(report) = run(Run::Http(config)).await else {
+        panic!("http report expected")
+    };
+    assert_eq!(report.requests.scheduled, Some(1200));
+    let sent = report.requests.sent as f64;
+    assert!(
+        (sent - 1200.0).abs() <= 12.0,
+        "sent {sent}, expected 1200 ±1 %"
+    );
+    assert_eq!(report.requests.not_sent, 0);
+    assert_eq!(
+        report.status.c2xx, report.requests.sent,
+        "{:?}",
+        report.status_codes
+    );
+    assert_eq!(report.errors.total(), 0);
+    assert_eq!(report.latency_ms.count, report.requests.sent);
+    assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.p99);
+    assert!(report.send_lag_ms.is_some());
+
+    // The JSON schema scripts rely on (scripts/run-all.sh, BASELINES.md).
+    let json: Value = serde_json::to_value(Report::Http(report)).unwrap();
+    for key in [
+        "schema",
+        "kind",
+        "command",
+        "started_at",
+        "elapsed_s",
+        "machine",
+        "generator",
+        "config",
+        "requests",
+        "status",
+        "status_codes",
+        "errors",
+        "error_rate",
+        "throughput_rps",
+        "latency_ms",
+        "service_time_ms",
+        "send_lag_ms",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key} in {json:#}");
+    }
+    assert_eq!(json["schema"], "storm-loadgen/1");
+    assert_eq!(json["kind"], "http");
+    assert_eq!(json["config"]["model"], "open");
+    for key in [
+        "cpu_model",
+        "cores",
+        "memory_bytes",
+        "kernel",
+        "hostname",
+        "commit",
+    ] {
+        assert!(json["machine"].get(key).is_some(), "machine.{key} missing");
+    }
+    for key in ["2xx", "4xx", "5xx"] {
+        assert!(json["status"][key].is_u64(), "status.{key}");
+    }
+    for key in ["connect", "timeout", "reset", "other"] {
+        assert!(json["errors"][key].is_u64(), "errors.{key}");
+    }
+    for key in [
+        "count", "min", "mean", "stdev", "max", "p50", "p75", "p90", "p95", "p99", "p99_9",
+        "p99_99",
+    ] {
+        assert!(json["latency_ms"][key].is_number(), "latency_ms.{key}");
+    }
+    let spectrum = json["latency_ms"]["spectrum"].as_array().unwrap();
+    assert!(spectrum.len() > 10);
+    assert_eq!(spectrum.last().unwrap()["percentile"], 100.0);
+    assert!(spectrum[0].get("ms").is_some() && spectrum[0].get("count").is_some());
+    gateway.stop().await.unwrap();
+}
+
+/// A server that answers every request after `delay`.
+async fn slow_server(delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(move || async move {
+            tokio::time::sleep(delay).await;
+            "slow"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_charges_queueing_to_latency_and_closed_model_hides_it() {
+    // One connection, 50 ms per response: it can do 20/s; the timetable asks for 100/s.
+    let url = slow_server(Duration::from_millis(50)).await;
+    let Report::Http(open) = run(Run::Http(http_config(
+        &url,
+        Some(100.0),
+        1,
+        Duration::from_secs(2),
+    )))
+    .await
+    else {
+        panic!("http report expected")
+    };
+    let Report::Http(closed) = run(Run::Http(http_config(
+        &url,
+        None,
+        1,
+        Duration::from_secs(2),
+    )))
+    .await
+    else {
+        panic!("http report expected")
+    };
+    // Service time is the server's 50 ms in both models.
+    assert!(
+        (45.0..120.0).contains(&open.service_time_ms.p50),
+        "{:?}",
+        open.service_time_ms.p50
+    );
+    assert!(
+        (45.0..120.0).contains(&closed.latency_ms.p50),
+        "{:?}",
+        closed.latency_ms.p50
+    );
+    // The open model's latency includes the wait for the busy connection: request k starts at
+    // ~k × 50 ms although intended at k × 10 ms, so the median is hundreds of ms.
+    assert!(
+        open.latency_ms.p50 > 4.0 * open.service_time_ms.p50,
+        "latency p50 {} vs service p50 {}",
+        open.latency_ms.p50,
+        open.service_time_ms.p50
+    );
+    assert!(open.latency_ms.max > 1000.0, "max {}", open.latency_ms.max);
+    // The requests the connection never got to are reported, not silently dropped.
+    assert_eq!(open.requests.scheduled, Some(200));
+    assert!(open.requests.not_sent > 100, "{:?}", open.requests);
+    assert_eq!(open.requests.sent + open.requests.not_sent, 200);
+    assert_eq!(closed.requests.scheduled, None);
+    assert!(
+        closed.latency_ms.p99 < 200.0,
+        "closed p99 {}",
+        closed.latency_ms.p99
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_ends_on_time_even_when_the_server_never_answers() {
+    let url = slow_server(Duration::from_secs(3600)).await;
+    let mut config = http_config(&url, Some(50.0), 4, Duration::from_secs(1));
+    config.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let Report::Http(report) = run(Run::Http(config)).await else {
+        panic!("http report expected")
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(report.errors.timeout > 0);
+    assert_eq!(report.status.c2xx, 0);
+    assert_eq!(report.error_rate, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_fan_out_through_a_real_gateway_loses_nothing_when_healthy() {
+    let gateway = testkit::spawn_gateway(&[]).await;
+    let config = ws_config(&gateway.url(""), 60, 3, 150.0, 2);
+    let Report::Ws(report) = run(Run::Ws(config)).await else {
+        panic!("ws report expected")
+    };
+    assert_eq!(report.connect.opened, 60);
+    assert_eq!(report.publish.scheduled, 300);
+    assert_eq!(report.publish.accepted, 300, "{:?}", report.publish);
+    // 300 events over 3 subjects, 20 subscribers each: 100 × 20 × 3 frames.
+    assert_eq!(report.frames.expected, 6000);
+    assert_eq!(report.frames.delivered, 6000, "{:?}", report.frames);
+    assert_eq!(report.frames.lost, 0);
+    assert_eq!(report.frames.duplicated, 0);
+    assert_eq!(report.frames.unparsed, 0);
+    assert_eq!(report.delivery_latency_ms.count, 6000);
+    assert_eq!(report.closed_by_server.count, 0);
+    assert!(report.frames.frames_per_s > 0.0);
+    let json = serde_json::to_value(Report::Ws(report)).unwrap();
+    for key in [
+        "config",
+        "connect",
+        "publish",
+        "frames",
+        "delivery_latency_ms",
+        "closed_by_server",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(json["kind"], "ws");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_reports_the_loss_when_the_gateway_closes_slow_consumers() {
+    // A 2-frame queue per socket, 60 kB frames at 100/s (6 MB/s) and subscribers that read 50
+    // frames/s: once the socket buffers are full the gateway closes them (1013), and everything
+    // published after that is lost for them.
+    let gateway = testkit::spawn_gateway(&[("WS_SEND_QUEUE", "2")]).await;
+    let mut config = ws_config(&gateway.url(""), 4, 1, 100.0, 3);
+    config.payload_bytes = 60_000;
+    config.read_delay = Duration::from_millis(20);
+    config.drain = Duration::from_secs(1);
+    let Report::Ws(report) = run(Run::Ws(config)).await else {
+        panic!("ws report expected")
+    };
+    assert_eq!(report.publish.accepted, 300, "{:?}", report.publish);
+    assert!(
+        report
+            .closed_by_server
+            .codes
+            .get("1013")
+            .is_some_and(|n| *n > 0),
+        "{:?}",
+        report.closed_by_server
+    );
+    assert!(report.frames.lost > 0, "{:?}", report.frames);
+    assert!(report.frames.subscribers_with_loss > 0);
+    assert_eq!(
+        report.frames.delivered + report.frames.lost,
+        report.frames.expected
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibrate_measures_a_ceiling() {
+    let config = loadgen::calibrate::CalibrateConfig {
+        url: None,
+        connections: 4,
+        sockets: 4,
+        duration: Duration::from_millis(500),
+    };
+    let Report::Calibrate(report) = run(Run::Calibrate(config)).await else {
+        panic!("calibrate report expected")
+    };
+    assert!(report.http.throughput_rps > 100.0, "{:?}", report.http);
+    assert!(report.ws.frames_per_s > 1000.0, "{:?}", report.ws);
+}
+
+#[test]
+fn the_binary_refuses_bad_arguments_with_one_line_and_status_2() {
+    let bin = env!("CARGO_BIN_EXE_storm-loadgen");
+    for args in [
+        &["http", "--url", "http://127.0.0.1:1/", "--rate", "0"][..],
+        &[
+            "http",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--rate",
+            "10",
+            "--duration",
+            "-1s",
+        ],
+        &["http", "--url", "http://example.com/", "--rate", "10"],
+        &[
+            "http",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--rate",
+            "10",
+            "--body-file",
+            "/no/such/file",
+        ],
+        &["ws", "--url", "http://8.8.8.8:80", "--subscribers", "1"],
+    ] {
+        let output = std::process::Command::new(bin).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    let output = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("calibrate"));
+    // A target that is not running: the run cannot happen → 1.
+    let output = std::process::Command::new(bin)
+        .args([
+            "http",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
