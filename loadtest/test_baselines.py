@@ -233,7 +233,10 @@ class FullRunTest(Base):
         proc = self.run_baselines("--repeats", "1", "--only", "s3-users")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(self.baselines.read_text(), OLD_BASELINES)
-        self.assertIn("RUN_ALL_ONLY=s3-users", (self.results / "BASELINES.md").read_text())
+        report = (self.results / "BASELINES.md").read_text()
+        self.assertIn("RUN_ALL_ONLY=s3-users", report)
+        self.assertIn("Each figure is from one run (REPEATS=1).", report)
+        self.assertIn("| scenario | metric | source | target | ours (one run) | verdict |", report)
 
 
 class QuickRunTest(Base):
