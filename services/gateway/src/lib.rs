@@ -29,9 +29,26 @@ use fanout::Hub;
 use publisher::Publisher;
 use routes::s3::User;
 
-/// Everything a handler may need, cloned into the router.
+/// Everything a handler may need. axum clones the state for every request, so handlers share it
+/// behind one `Arc` (one refcount bump per request, not one per field).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state's contents; reached through `AppState`'s `Deref`.
+pub struct Shared {
     pub config: Arc<Config>,
     pub keys: Arc<JwtKeys>,
     pub hub: Arc<Hub>,
@@ -43,7 +60,7 @@ pub struct AppState {
     pub shutdown: Shutdown,
 }
 
-impl AppState {
+impl Shared {
     pub fn ws_connections(&self) -> usize {
         self.config.max_ws_conns - self.ws_slots.available_permits()
     }
@@ -126,7 +143,7 @@ impl Application {
             Some(addr) => Some(server::bind("PPROF_ADDR", addr).await?),
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(Shared {
             keys: Arc::new(JwtKeys::new(config.jwt_secret.as_bytes())),
             hub,
             publisher,
@@ -135,7 +152,7 @@ impl Application {
             users: Arc::new(routes::s3::synthetic_users(config.users_count)),
             shutdown: shutdown.clone(),
             config: Arc::new(config.clone()),
-        };
+        });
         Ok(Self {
             listener,
             pprof_listener,

@@ -9,6 +9,7 @@
 //! peer has been silent for `WS_IDLE_SECS`. Every write is raced against those signals, so a peer
 //! that stopped reading can never pin the task.
 
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -37,8 +38,11 @@ const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 const WRITE_BATCH: usize = 256;
 /// How long a closing socket may take to get its close frame out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per-socket read buffer: clients send only small op frames.
-const READ_BUFFER: usize = 4 * 1024;
+/// Per-socket read size: clients send only small op frames. tungstenite zero-fills this much on
+/// every read attempt, including the ones that find nothing (one per wake of the socket task), so
+/// at fan-out rates a 4 KiB buffer shows up in the profile as memset; larger frames take several
+/// reads.
+const READ_BUFFER: usize = 256;
 /// Largest client frame accepted.
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 /// Write buffer before tungstenite writes to the socket.
@@ -256,16 +260,26 @@ impl SocketTask {
             self.ping_interval,
         );
         let mut last_heard = Instant::now();
+        // Both stop signals in one future, registered once for the socket's life rather than once
+        // per frame (re-creating them per loop showed in the fan-out profile).
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let kicked = self.kick.clone().cancelled_owned();
+        let mut stopped = pin!(async move {
+            tokio::select! {
+                biased;
+                _ = shutdown => Stop::Close(CLOSE_GOING_AWAY, "server shutting down"),
+                _ = kicked => slow_consumer(),
+            }
+        });
         let stop = loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break Stop::Close(CLOSE_GOING_AWAY, "server shutting down"),
-                _ = self.kick.cancelled() => break self.slow_consumer(),
+                stop = &mut stopped => break stop,
                 received = self.frames.recv_many(&mut batch, WRITE_BATCH) => {
                     if received == 0 {
                         break Stop::Close(CLOSE_GOING_AWAY, "server shutting down");
                     }
-                    if let Err(stop) = self.write_batch(&mut sink, &mut batch, &sent).await {
+                    if let Err(stop) = write_batch(&mut sink, &mut batch, &sent, stopped.as_mut()).await {
                         break stop;
                     }
                 }
@@ -274,14 +288,14 @@ impl SocketTask {
                     match incoming {
                         Some(Ok(Message::Text(text))) => {
                             if let Some(reply) = self.handle_text(&text).await
-                                && let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await
+                                && let Err(stop) = send_guarded(&mut sink, Message::Text(reply), stopped.as_mut()).await
                             {
                                 break stop;
                             }
                         }
                         Some(Ok(Message::Binary(_))) if self.dialect == Dialect::V1 => {
                             let reply = reply(ServerOp::Error { message: "binary frames are not supported; send JSON text" });
-                            if let Err(stop) = self.send_guarded(&mut sink, Message::Text(reply)).await {
+                            if let Err(stop) = send_guarded(&mut sink, Message::Text(reply), stopped.as_mut()).await {
                                 break stop;
                             }
                         }
@@ -294,7 +308,7 @@ impl SocketTask {
                         counter!("gateway_ws_idle_closes_total").increment(1);
                         break Stop::Close(CLOSE_GOING_AWAY, "idle timeout");
                     }
-                    if let Err(stop) = self.send_guarded(&mut sink, Message::Ping(Default::default())).await {
+                    if let Err(stop) = send_guarded(&mut sink, Message::Ping(Default::default()), stopped.as_mut()).await {
                         break stop;
                     }
                 }
@@ -327,46 +341,6 @@ impl SocketTask {
                 let _ = sink.close().await;
             })
             .await;
-        }
-    }
-
-    fn slow_consumer(&self) -> Stop {
-        counter!("gateway_ws_slow_consumer_closes_total").increment(1);
-        Stop::Close(CLOSE_TRY_AGAIN_LATER, "slow consumer: send queue full")
-    }
-
-    /// Feeds the batch and flushes once, giving up if the socket is kicked or the server stops.
-    async fn write_batch(
-        &self,
-        sink: &mut Sink,
-        batch: &mut Vec<Utf8Bytes>,
-        sent: &Counter,
-    ) -> Result<(), Stop> {
-        let count = batch.len() as u64;
-        let write = async {
-            for frame in batch.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => Err(Stop::Close(CLOSE_GOING_AWAY, "server shutting down")),
-            _ = self.kick.cancelled() => Err(self.slow_consumer()),
-            written = write => {
-                written.map_err(|_| Stop::Gone)?;
-                sent.increment(count);
-                Ok(())
-            }
-        }
-    }
-
-    async fn send_guarded(&self, sink: &mut Sink, message: Message) -> Result<(), Stop> {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => Err(Stop::Close(CLOSE_GOING_AWAY, "server shutting down")),
-            _ = self.kick.cancelled() => Err(self.slow_consumer()),
-            written = sink.send(message) => written.map_err(|_| Stop::Gone),
         }
     }
 
@@ -435,4 +409,47 @@ fn reply(op: ServerOp<'_>) -> Utf8Bytes {
         serde_json::to_string(&op)
             .unwrap_or_else(|_| r#"{"op":"error","message":"encoding failed"}"#.into()),
     )
+}
+
+fn slow_consumer() -> Stop {
+    counter!("gateway_ws_slow_consumer_closes_total").increment(1);
+    Stop::Close(CLOSE_TRY_AGAIN_LATER, "slow consumer: send queue full")
+}
+
+/// Feeds the batch and flushes once, giving up if the socket is kicked or the server stops.
+async fn write_batch(
+    sink: &mut Sink,
+    batch: &mut Vec<Utf8Bytes>,
+    sent: &Counter,
+    stopped: Pin<&mut impl Future<Output = Stop>>,
+) -> Result<(), Stop> {
+    let count = batch.len() as u64;
+    let write = async {
+        for frame in batch.drain(..) {
+            sink.feed(Message::Text(frame)).await?;
+        }
+        sink.flush().await
+    };
+    tokio::select! {
+        biased;
+        stop = stopped => Err(stop),
+        written = write => {
+            written.map_err(|_| Stop::Gone)?;
+            sent.increment(count);
+            Ok(())
+        }
+    }
+}
+
+/// Sends one message, giving up if the socket is kicked or the server stops.
+async fn send_guarded(
+    sink: &mut Sink,
+    message: Message,
+    stopped: Pin<&mut impl Future<Output = Stop>>,
+) -> Result<(), Stop> {
+    tokio::select! {
+        biased;
+        stop = stopped => Err(stop),
+        written = sink.send(message) => written.map_err(|_| Stop::Gone),
+    }
 }
