@@ -10,7 +10,7 @@ set -euo pipefail
 # Adding a service is adding its line; its addresses can be moved with <NAME>_HTTP_ADDR and
 # <NAME>_PPROF_ADDR (e.g. GATEWAY_HTTP_ADDR=127.0.0.1:9080, GATEWAY_PPROF_ADDR= disables pprof).
 SERVICES=(
-  # "messages      storm-messages      8081  6061"
+  "messages      storm-messages      8081  6061"
   # "chat          storm-chat          8082  6062"
   # "writer        storm-writer        8083  6063"
   # "interceptors  storm-interceptors  8185  6064"

@@ -9,7 +9,9 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod pprof;
+pub mod publisher;
 pub mod server;
+pub mod subject;
 pub mod telemetry;
 
 pub use error::ApiError;

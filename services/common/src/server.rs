@@ -6,6 +6,7 @@
 //! whole drain is bounded by `SHUTDOWN_GRACE_SECS`; past it the process exits anyway.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::config::{CommonConfig, ConfigError, LogFormat};
 use crate::error;
 use crate::metrics;
 
@@ -142,22 +144,103 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs a service: the API on `listener`, pprof on `pprof_listener` (if any), until shutdown.
-pub async fn run(
+/// A service process, built the same way by its `main` and by tests: bound listeners (the API and,
+/// unless disabled, pprof), its router, and its shutdown handle.
+pub struct Application {
     listener: TcpListener,
-    router: Router,
     pprof_listener: Option<TcpListener>,
+    router: Router,
     shutdown: Shutdown,
     grace: Duration,
-) -> anyhow::Result<()> {
-    if let Some(pprof_listener) = pprof_listener {
-        let token = shutdown.token.clone();
-        // Not drained: a 30 s CPU profile must not hold up shutdown.
-        tokio::spawn(async move {
-            let _ = axum::serve(pprof_listener, crate::pprof::router())
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+}
+
+impl Application {
+    /// Binds `HTTP_ADDR` and `PPROF_ADDR`; `router` gets the common layers here.
+    pub async fn bind(
+        common: &CommonConfig,
+        router: Router,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let listener = bind("HTTP_ADDR", common.http_addr).await?;
+        let pprof_listener = match common.pprof_addr {
+            Some(addr) => Some(bind("PPROF_ADDR", addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            pprof_listener,
+            router: http_layers(router),
+            shutdown,
+            grace: common.shutdown_grace,
+        })
     }
-    serve(listener, router, shutdown, grace).await
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn pprof_addr(&self) -> Option<SocketAddr> {
+        self.pprof_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The handle that stops this application (signals, tests).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves the API and pprof until shutdown, then drains (bounded by the grace period).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        if let Some(pprof_listener) = self.pprof_listener {
+            let token = self.shutdown.token.clone();
+            // Not drained: a 30 s CPU profile must not hold up shutdown.
+            tokio::spawn(async move {
+                let _ = axum::serve(pprof_listener, crate::pprof::router())
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+            });
+        }
+        serve(self.listener, self.router, self.shutdown, self.grace).await
+    }
+}
+
+/// A service binary's `main`: config from the environment (a bad value: one line, exit 2),
+/// logging, `build`, then serve until SIGTERM/SIGINT (a failure: one line, exit 1).
+pub async fn main<C>(
+    binary: &str,
+    config: Result<C, ConfigError>,
+    log_format: impl FnOnce(&C) -> LogFormat,
+    build: impl AsyncFnOnce(C) -> anyhow::Result<Application>,
+) -> ExitCode {
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(log_format(&config));
+    let app = match build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("{binary}: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    app.shutdown().cancel_on_signal();
+    let pprof = app
+        .pprof_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    tracing::info!(addr = %app.local_addr(), pprof = %pprof, "{binary} listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{binary}: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use common::admission::AdmissionConfig;
 use common::config::{CommonConfig, ConfigError, Lookup};
 
-use crate::subject;
+use common::publisher;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,17 +29,14 @@ pub struct Config {
     pub pubsub_prefix: String,
     /// Bound on one Redis command (publish, subscribe) (`REDIS_TIMEOUT_MS`).
     pub redis_timeout: Duration,
+    /// The messages service, for the proxied channel routes (`MESSAGES_URL`).
+    pub messages_url: String,
+    /// How long the proxy waits for the messages service's answer before 504 (`UPSTREAM_TIMEOUT_MS`).
+    pub upstream_timeout: Duration,
 }
 
 impl Config {
     pub fn from_lookup(env: &Lookup) -> Result<Self, ConfigError> {
-        let pubsub_prefix = env.string("PUBSUB_PREFIX", "");
-        if !subject::is_valid_prefix(&pubsub_prefix) {
-            return Err(ConfigError {
-                variable: "PUBSUB_PREFIX".into(),
-                reason: format!("{pubsub_prefix:?} must be at most 64 of [A-Za-z0-9_.:-]"),
-            });
-        }
         Ok(Self {
             common: CommonConfig::from_lookup(env, ":8080", ":6060")?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
@@ -52,11 +49,18 @@ impl Config {
             ws_ping_interval: Duration::from_secs(env.bounded("WS_PING_SECS", 25, 1, 3600)?),
             ws_idle_timeout: Duration::from_secs(env.bounded("WS_IDLE_SECS", 60, 1, 3600)?),
             users_count: env.bounded("USERS_COUNT", 100, 0, 100_000)?,
-            pubsub_prefix,
+            pubsub_prefix: publisher::prefix_from_lookup(env)?,
             redis_timeout: Duration::from_millis(env.bounded(
                 "REDIS_TIMEOUT_MS",
                 2000,
                 10,
+                600_000,
+            )?),
+            messages_url: env.url("MESSAGES_URL", "http://127.0.0.1:8081", &["http"])?,
+            upstream_timeout: Duration::from_millis(env.bounded(
+                "UPSTREAM_TIMEOUT_MS",
+                5000,
+                1,
                 600_000,
             )?),
         })

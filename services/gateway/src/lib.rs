@@ -1,14 +1,11 @@
 //! The stormstack gateway: JWT-authenticated HTTP publish and WebSocket fan-out over Redis
 //! pub/sub, the S0 source's drop-in routes, and the S3 worker-pool endpoints behind admission
-//! control. `router` shows every route; `Application` is built the same way by `main` and tests.
+//! control. `router` shows every route; `build` makes the `Application` the same way for `main` and tests.
 
 pub mod config;
 pub mod fanout;
-pub mod publisher;
 pub mod routes;
-pub mod subject;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,17 +13,18 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use futures_util::FutureExt;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use common::admission::{self, Admission};
 use common::auth::JwtKeys;
 use common::health::{self, Probe, Probes};
-use common::server::{self, Shutdown};
+pub use common::server::Application;
+use common::server::Shutdown;
+pub use common::subject;
 
+use common::publisher::Publisher;
 pub use config::Config;
 use fanout::Hub;
-use publisher::Publisher;
 use routes::s3::User;
 
 /// Everything a handler may need. axum clones the state for every request, so handlers share it
@@ -57,6 +55,8 @@ pub struct Shared {
     /// One permit per open WebSocket (`MAX_WS_CONNS`).
     pub ws_slots: Arc<Semaphore>,
     pub users: Arc<Vec<User>>,
+    /// The messages service, behind the proxied channel routes.
+    pub upstream: routes::proxy::Upstream,
     pub shutdown: Shutdown,
 }
 
@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/channels/{channel_id}/ws",
             get(routes::ws::channel_stream),
         )
+        .route(
+            "/api/v1/channels/{channel_id}/messages",
+            get(routes::proxy::channel_messages).post(routes::proxy::channel_messages),
+        )
         .route("/api/users", get(routes::s3::users))
         .route("/api/echo", post(routes::s3::echo))
         .route("/api/metrics", get(routes::s3::metrics))
@@ -109,84 +113,37 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(health::routes(probes));
-    server::http_layers(open.merge(admitted))
+    open.merge(admitted)
 }
 
-/// The gateway process: bound listeners and a router, ready to run.
-pub struct Application {
-    listener: TcpListener,
-    pprof_listener: Option<TcpListener>,
-    router: Router,
-    shutdown: Shutdown,
-    grace: std::time::Duration,
-}
-
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        common::metrics::install("gateway");
-        routes::ws::describe_metrics();
-        let shutdown = Shutdown::new();
-        let hub = Hub::start(
-            &config.redis_url,
-            config.pubsub_prefix.clone(),
-            config.ws_send_queue,
-            config.redis_timeout,
-            shutdown.token.clone(),
-        )?;
-        let publisher = Publisher::new(
-            &config.redis_url,
-            config.pubsub_prefix.clone(),
-            config.redis_timeout,
-        )?;
-        let listener = server::bind("HTTP_ADDR", config.common.http_addr).await?;
-        let pprof_listener = match config.common.pprof_addr {
-            Some(addr) => Some(server::bind("PPROF_ADDR", addr).await?),
-            None => None,
-        };
-        let state = AppState::new(Shared {
-            keys: Arc::new(JwtKeys::new(config.jwt_secret.as_bytes())),
-            hub,
-            publisher,
-            admission: Admission::new(config.admission),
-            ws_slots: Arc::new(Semaphore::new(config.max_ws_conns)),
-            users: Arc::new(routes::s3::synthetic_users(config.users_count)),
-            shutdown: shutdown.clone(),
-            config: Arc::new(config.clone()),
-        });
-        Ok(Self {
-            listener,
-            pprof_listener,
-            router: router(state),
-            shutdown,
-            grace: config.common.shutdown_grace,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    pub fn pprof_addr(&self) -> Option<SocketAddr> {
-        self.pprof_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-    }
-
-    /// The handle that stops this application (signals, tests).
-    pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        server::run(
-            self.listener,
-            self.router,
-            self.pprof_listener,
-            self.shutdown,
-            self.grace,
-        )
-        .await
-    }
+/// The gateway process, ready to run: `main` and the tests both build it here.
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    common::metrics::install("gateway");
+    routes::ws::describe_metrics();
+    let shutdown = Shutdown::new();
+    let hub = Hub::start(
+        &config.redis_url,
+        config.pubsub_prefix.clone(),
+        config.ws_send_queue,
+        config.redis_timeout,
+        shutdown.token.clone(),
+    )?;
+    let publisher = Publisher::new(
+        "gateway",
+        &config.redis_url,
+        config.pubsub_prefix.clone(),
+        config.redis_timeout,
+    )?;
+    let state = AppState::new(Shared {
+        keys: Arc::new(JwtKeys::new(config.jwt_secret.as_bytes())),
+        hub,
+        publisher,
+        admission: Admission::new(config.admission),
+        ws_slots: Arc::new(Semaphore::new(config.max_ws_conns)),
+        users: Arc::new(routes::s3::synthetic_users(config.users_count)),
+        upstream: routes::proxy::Upstream::new(&config.messages_url, config.upstream_timeout)?,
+        shutdown: shutdown.clone(),
+        config: Arc::new(config.clone()),
+    });
+    Application::bind(&config.common, router(state), shutdown).await
 }

@@ -8,12 +8,13 @@
 pub mod redis_server;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::auth::{Claims, JwtKeys, now_secs};
 use common::config::Lookup;
-use common::server::Shutdown;
+use common::server::{Application, Shutdown};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -46,17 +47,34 @@ pub fn sign(claims: Claims) -> String {
     keys().sign(&claims).expect("signing test claims")
 }
 
-/// A gateway running in this process on 127.0.0.1:0.
-pub struct TestGateway {
+/// A valid token for `sub` in `tenant`, good for an hour.
+pub fn tenant_token(sub: &str, tenant: Uuid) -> String {
+    sign(Claims {
+        sub: sub.into(),
+        exp: now_secs() + 3600,
+        iat: Some(now_secs()),
+        tenant: Some(tenant),
+    })
+}
+
+/// A service running in this process on 127.0.0.1:0.
+pub struct TestApp {
     pub addr: SocketAddr,
     pub pprof_addr: Option<SocketAddr>,
     /// The `PUBSUB_PREFIX` this instance uses on Redis.
     pub prefix: String,
+    /// The settings it was built with (`DATABASE_URL` and the like).
+    pub settings: HashMap<String, String>,
+    /// A database made for this instance, dropped by `stop`.
+    owned_database: Option<String>,
     shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-impl TestGateway {
+pub type TestGateway = TestApp;
+pub type TestMessages = TestApp;
+
+impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -106,7 +124,11 @@ impl TestGateway {
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(15), self.task).await??
+        let result = tokio::time::timeout(Duration::from_secs(15), self.task).await?;
+        if let Some(name) = &self.owned_database {
+            drop_database(name).await;
+        }
+        result?
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
@@ -114,11 +136,11 @@ impl TestGateway {
     }
 }
 
-/// Spawns a gateway with test defaults (port 0, no pprof, a unique prefix, the test secret,
-/// the machine's Redis), overridden by `vars`.
-pub async fn spawn_gateway(vars: &[(&str, &str)]) -> TestGateway {
+/// Test defaults every service gets (port 0, no pprof, a unique prefix, the test secret, the
+/// machine's Redis), overridden by `vars`.
+fn settings(vars: &[(&str, &str)]) -> HashMap<String, String> {
     let prefix = format!("{}:", unique("test"));
-    let mut settings: std::collections::HashMap<String, String> = [
+    let mut settings: HashMap<String, String> = [
         ("HTTP_ADDR", "127.0.0.1:0"),
         ("PPROF_ADDR", ""),
         ("JWT_SECRET", SECRET),
@@ -131,21 +153,67 @@ pub async fn spawn_gateway(vars: &[(&str, &str)]) -> TestGateway {
     for (k, v) in vars {
         settings.insert(k.to_string(), v.to_string());
     }
-    let prefix = settings["PUBSUB_PREFIX"].clone();
-    let config =
-        gateway::Config::from_lookup(&Lookup::from_map(settings)).expect("test config is valid");
-    let app = gateway::Application::build(config)
-        .await
-        .expect("gateway builds");
+    settings
+}
+
+fn start(app: Application, settings: HashMap<String, String>) -> TestApp {
     let (addr, pprof_addr, shutdown) = (app.local_addr(), app.pprof_addr(), app.shutdown());
     let task = tokio::spawn(app.run_until_stopped());
-    TestGateway {
+    TestApp {
         addr,
         pprof_addr,
-        prefix,
+        prefix: settings["PUBSUB_PREFIX"].clone(),
+        settings,
+        owned_database: None,
         shutdown,
         task,
     }
+}
+
+/// Spawns a gateway with the test defaults, overridden by `vars`.
+pub async fn spawn_gateway(vars: &[(&str, &str)]) -> TestGateway {
+    let settings = settings(vars);
+    let config = gateway::Config::from_lookup(&Lookup::from_map(settings.clone()))
+        .expect("test config is valid");
+    let app = gateway::build(config).await.expect("gateway builds");
+    start(app, settings)
+}
+
+/// The machine's Postgres, as the tests reach it.
+pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Spawns a messages service with the test defaults and a database of its own (created by the
+/// service, as in production), overridden by `vars`.
+pub async fn spawn_messages(vars: &[(&str, &str)]) -> TestMessages {
+    let name = unique("storm_test").replace('-', "_");
+    let database = format!("{POSTGRES}/{name}");
+    let mut vars = vars.to_vec();
+    let owned = !vars.iter().any(|(k, _)| *k == "DATABASE_URL");
+    if owned {
+        vars.push(("DATABASE_URL", database.as_str()));
+    }
+    let settings = settings(&vars);
+    let config = messages::Config::from_lookup(&Lookup::from_map(settings.clone()))
+        .expect("test config is valid");
+    let app = messages::build(config).await.expect("messages builds");
+    let mut app = start(app, settings);
+    app.owned_database = owned.then_some(name);
+    app
+}
+
+/// Drops a test database (connections included).
+pub async fn drop_database(name: &str) {
+    use sqlx::{AssertSqlSafe, Connection};
+    let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{POSTGRES}/postgres")).await else {
+        return;
+    };
+    // Test database names are `storm_test_<hex>`: safe to quote as an identifier.
+    let _ = sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+    let _ = admin.close().await;
 }
 
 /// An HTTP client for tests (no pooling surprises: a fresh pool per client).

@@ -13,8 +13,8 @@ use common::auth::AuthUser;
 use common::error::{Json, Path, Query};
 
 use crate::AppState;
-use crate::publisher::Accepted;
 use crate::subject;
+use common::publisher::Accepted;
 
 /// True for `application/json` and `application/*+json`, with or without parameters.
 fn is_json(headers: &HeaderMap) -> bool {

@@ -3,15 +3,18 @@
 //! The envelope `{"id","subject","ts","sub","data"}` is built here and is the exact text every
 //! subscriber receives: the gateway never re-encodes it on the way out. `data` is embedded as the
 //! raw JSON the client sent (validated, not re-serialized). Redis down or slow → 503 `unavailable`.
+//! The gateway publishes what clients post; the messages service publishes what it stored.
 
 use std::time::Duration;
 
-use common::ApiError;
-use metrics::{counter, describe_counter};
+use metrics::{Counter, counter, describe_counter};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+use crate::ApiError;
+use crate::config::{ConfigError, Lookup};
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -35,18 +38,25 @@ pub struct Publisher {
     connection: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    published: Counter,
+    failed: Counter,
 }
 
 impl Publisher {
-    /// Connects lazily: the gateway starts (and reports not ready) while Redis is down.
-    pub fn new(redis_url: &str, prefix: String, timeout: Duration) -> anyhow::Result<Self> {
+    /// Connects lazily: the service starts (and reports not ready) while Redis is down. Its
+    /// counters are `{service}_events_published_total` and `{service}_publish_failures_total`.
+    pub fn new(
+        service: &str,
+        redis_url: &str,
+        prefix: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let published = format!("{service}_events_published_total");
+        let failed = format!("{service}_publish_failures_total");
+        describe_counter!(published.clone(), "Events published to Redis.");
         describe_counter!(
-            "gateway_events_published_total",
-            "Events published to Redis."
-        );
-        describe_counter!(
-            "gateway_publish_failures_total",
-            "Publishes refused with 503 because Redis failed or was too slow."
+            failed.clone(),
+            "Publishes that failed because Redis failed or was too slow."
         );
         let client = redis::Client::open(redis_url)?;
         let config = ConnectionManagerConfig::new()
@@ -57,7 +67,20 @@ impl Publisher {
             connection: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix,
             timeout,
+            published: counter!(published),
+            failed: counter!(failed),
         })
+    }
+
+    /// Publishes `data` serialized as JSON (for services publishing their own records).
+    pub async fn publish_value<T: Serialize>(
+        &self,
+        subject: &str,
+        publisher: &str,
+        data: &T,
+    ) -> Result<Accepted, ApiError> {
+        let raw = serde_json::value::to_raw_value(data).map_err(ApiError::internal)?;
+        self.publish(subject, publisher, &raw).await
     }
 
     /// Wraps `data` in an envelope and publishes it on `subject`.
@@ -83,21 +106,21 @@ impl Publisher {
         let publish = command.query_async::<i64>(&mut connection);
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(Ok(_receivers)) => {
-                counter!("gateway_events_published_total").increment(1);
+                self.published.increment(1);
                 Ok(Accepted {
                     id,
                     subject: subject.to_string(),
                 })
             }
             Ok(Err(e)) => {
-                counter!("gateway_publish_failures_total").increment(1);
+                self.failed.increment(1);
                 Err(ApiError::unavailable(format!(
                     "redis is unavailable: {}",
                     e.kind_description()
                 )))
             }
             Err(_) => {
-                counter!("gateway_publish_failures_total").increment(1);
+                self.failed.increment(1);
                 Err(ApiError::unavailable("redis did not answer in time"))
             }
         }
@@ -112,6 +135,23 @@ impl Publisher {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// `PUBSUB_PREFIX`: prepended to every Redis channel name, so stacks and tests can share a Redis.
+/// At most 64 of `[A-Za-z0-9_.:-]`.
+pub fn prefix_from_lookup(env: &Lookup) -> Result<String, ConfigError> {
+    let prefix = env.string("PUBSUB_PREFIX", "");
+    let valid = prefix.len() <= 64
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if !valid {
+        return Err(ConfigError {
+            variable: "PUBSUB_PREFIX".into(),
+            reason: format!("{prefix:?} must be at most 64 of [A-Za-z0-9_.:-]"),
+        });
+    }
+    Ok(prefix)
 }
 
 fn now_millis() -> u64 {

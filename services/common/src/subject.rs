@@ -79,10 +79,6 @@ pub fn channel_subject(channel_id: &str) -> Result<String, String> {
     }
 }
 
-pub fn is_valid_prefix(prefix: &str) -> bool {
-    prefix.len() <= 64 && prefix.chars().all(|c| is_subject_char(c) || c == ':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,113 @@
+//! Postgres: the pool, the database created if missing, migrations under the advisory lock, and
+//! how database failures become API errors.
+//!
+//! A failure to reach Postgres (refused, pool exhausted past `DB_ACQUIRE_TIMEOUT_MS`, connection
+//! lost) is the dependency's fault: 503 `unavailable`, never a 500. Only a query the code got wrong
+//! is `internal`.
+
+use std::time::Duration;
+
+use common::ApiError;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
+
+use crate::Config;
+
+/// `migrations/` at the workspace root, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Creates the database if it is missing, applies migrations (unless `MIGRATE=false`) and returns
+/// the pool. Postgres still starting is waited for (bounded); anything else fails start-up.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let deadline = tokio::time::Instant::now() + config.db_start_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match ensure_database(&options).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline && is_unreachable(&e) => {
+                tracing::warn!(error = %e, "postgres not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => anyhow::bail!("cannot prepare the database: {e}"),
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_pool_max)
+        .acquire_timeout(config.db_acquire_timeout)
+        .connect_lazy_with(options);
+    if config.migrate {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    }
+    Ok(pool)
+}
+
+/// `CREATE DATABASE` through the `postgres` maintenance database when the target is missing. Two
+/// services starting at once may both try: the loser's "already exists" is success.
+async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    if let Ok(connection) = options.connect().await {
+        return connection.close().await;
+    }
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        // The name is quoted as an identifier: it cannot end the statement.
+        match sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            Err(e) if sqlstate(&e).as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await?;
+    // The target must now accept connections.
+    options.connect().await?.close().await
+}
+
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+        // 57P03: the database system is starting up.
+        || sqlstate(e).as_deref() == Some("57P03")
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// A database failure as the API reports it.
+pub fn api_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::PoolTimedOut => {
+            ApiError::unavailable("the database is busy: no connection free in time")
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            ApiError::unavailable("the database is unavailable")
+        }
+        // 08xxx connection exceptions, 57P0x admin shutdown / crash / cannot connect now, 53300 too many connections.
+        _ if sqlstate(&e)
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300") =>
+        {
+            ApiError::unavailable("the database is unavailable")
+        }
+        _ => ApiError::internal(e),
+    }
+}
