@@ -28,6 +28,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, str(HERE))
 import baselines  # noqa: E402
 
+# Every scenario of the real manifest runs (3 repeats + the calibration in a full run).
+SCENARIOS = len(baselines.load_manifest().scenarios)
+
 FAKE_LOADGEN = r'''#!/usr/bin/env python3
 import json, os, re, sys
 args = sys.argv[1:]
@@ -212,7 +215,7 @@ class FullRunTest(Base):
         self.assertEqual(self.table_row(text, "s0-perf-load-baseline", "HTTP p95")[4:], ["3.76 ms (all equal)", "pass"])
         self.assertIn("bash scripts/perf-load.sh --quiet", text)
         self.assertIn("--concurrency 64", text)
-        self.assertIn("All 22 runs completed", text)
+        self.assertIn(f"All {3 * SCENARIOS + 1} runs completed", text)
         self.assertTrue((self.results / "BASELINES.previous.md").read_text().startswith("# stormstack baselines\n\nan old"))
         # the report can be rebuilt from the results dir alone
         again = subprocess.run([sys.executable, str(HERE / "baselines.py"), "report", "--results", str(self.results),
@@ -248,14 +251,14 @@ class QuickRunTest(Base):
         self.assertIn("quick smoke (not a baseline)", report)
         self.assertNotIn("verdict", report)
         run = json.loads((self.results / "run.json").read_text())
-        self.assertEqual(len(run["runs"]), 7)
+        self.assertEqual(len(run["runs"]), SCENARIOS)
         self.assertEqual(run["calibrate"]["argv"][2:6], ["--duration", "2s", "--connections", "8"])
         users = json.loads((self.results / "s3-users.r1.json").read_text())
         self.assertIn("--concurrency 4", users["command"])
         k6 = json.loads((self.results / "s0-perf-load-chaos.r1.json").read_text())
         self.assertEqual((k6["config"]["MODE"], k6["config"]["DURATION"], k6["config"]["PUB_VUS"]), ("chaos", "5s", "2"))
         self.assertTrue(k6["config"]["ACCESS_TOKEN"])
-        self.assertIn("smoke OK: 7 runs", proc.stderr)
+        self.assertIn(f"smoke OK: {SCENARIOS} runs", proc.stderr)
 
     def test_quick_run_fails_on_a_lost_frame(self):
         proc = self.run_baselines("--quick", FAKE_LOST="1")
