@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # test.sh — the project's one test command (CI runs it through .ci/run), for a fresh machine:
 # installs what is missing, makes sure Redis/Postgres/RabbitMQ answer, runs fmt, clippy and the
-# nextest suite and the self-test of the baselines pipeline, then starts the real gateway binary and
-# checks it the way a performance engineer uses it: a k6 smoke of the S0 scenario, every load
-# scenario once in `run-all.sh --quick`, promtool on /metrics, go tool pprof on CPU and heap, and a
-# clean exit on SIGTERM.
+# nextest suite and the self-test of the baselines pipeline, then starts the real service binaries
+# (messages, then the gateway in front of it) and checks them the way a performance engineer uses
+# them: a k6 smoke of the S0 scenario, every load scenario once in `run-all.sh --quick`, promtool on
+# each /metrics, go tool pprof on CPU and heap of each, and a clean exit on SIGTERM.
 set -euo pipefail
 
 usage() {
@@ -28,9 +28,12 @@ cd "$STORM_ROOT"
 
 CURRENT_STEP="start"
 STEPS_DONE=0
-GATEWAY_PID=""
 LOAD_PID=""
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stormstack-test.XXXXXX")
+# The live services, by name: pid, API base URL, pprof base URL.
+declare -A PID=() API=() PPROF=()
+LIVE_ORDER=()
+CI_DATABASE="storm_ci_$$"
 
 step() {
   CURRENT_STEP=$1
@@ -39,15 +42,18 @@ step() {
 }
 
 on_exit() {
-  local status=$?
+  local status=$? name
   [[ -z $LOAD_PID ]] || kill "$LOAD_PID" 2>/dev/null || true
-  if [[ -n $GATEWAY_PID ]] && alive "$GATEWAY_PID"; then
-    kill -KILL "$GATEWAY_PID" 2>/dev/null || true
-  fi
-  if ((status != 0)) && [[ -s $WORK_DIR/gateway.log ]]; then
-    echo "--- last 30 lines of the gateway's log ---"
-    tail -n 30 "$WORK_DIR/gateway.log"
-  fi
+  for name in "${LIVE_ORDER[@]}"; do
+    if [[ -n ${PID[$name]:-} ]] && alive "${PID[$name]}"; then
+      kill -KILL "${PID[$name]}" 2>/dev/null || true
+    fi
+    if ((status != 0)) && [[ -s $WORK_DIR/$name.log ]]; then
+      echo "--- last 30 lines of the $name log ---"
+      tail -n 30 "$WORK_DIR/$name.log"
+    fi
+  done
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $CI_DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK_DIR"
   if ((status != 0)); then
     echo "test.sh: FAILED at step '$CURRENT_STEP' (exit $status)"
@@ -61,14 +67,39 @@ fail() {
   exit 1
 }
 
-# The live checks below talk to one gateway process; if it died, say so (with its exit status)
-# rather than letting the next step fail with a confusing connection error.
-gateway_still_running() {
-  local status=0
-  alive "$GATEWAY_PID" && return 0
-  wait "$GATEWAY_PID" || status=$?
-  GATEWAY_PID=""
-  fail "the gateway died during step '$CURRENT_STEP' (exit status $status)"
+# The live checks talk to running processes; if one died, say so (with its exit status) rather
+# than letting the next step fail with a confusing connection error.
+still_running() {
+  local name status=0
+  for name in "${LIVE_ORDER[@]}"; do
+    [[ -n ${PID[$name]} ]] || continue
+    alive "${PID[$name]}" && continue
+    wait "${PID[$name]}" || status=$?
+    PID[$name]=""
+    fail "$name died during step '$CURRENT_STEP' (exit status $status)"
+  done
+}
+
+# start_live NAME BINARY [VAR=VALUE…] — starts a debug binary on free ports and waits for /ready.
+start_live() {
+  local name=$1 bin=$2 http_port pprof_port
+  shift 2
+  [[ -x $bin ]] || fail "$bin not found after cargo build --bins"
+  http_port=$(free_port)
+  pprof_port=$(free_port)
+  while [[ $pprof_port == "$http_port" ]]; do pprof_port=$(free_port); done
+  API[$name]="http://127.0.0.1:$http_port"
+  PPROF[$name]="http://127.0.0.1:$pprof_port"
+  env HTTP_ADDR="127.0.0.1:$http_port" PPROF_ADDR="127.0.0.1:$pprof_port" JWT_SECRET=$SECRET \
+    PUBSUB_PREFIX="ci-$$-" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json "$@" \
+    "$bin" >"$WORK_DIR/$name.log" 2>&1 </dev/null &
+  PID[$name]=$!
+  LIVE_ORDER+=("$name")
+  if ! wait_ready "${API[$name]}/ready" 60 "${PID[$name]}"; then
+    tail -n 30 "$WORK_DIR/$name.log" >&2
+    fail "$name (pid ${PID[$name]}) not ready at ${API[$name]}/ready within 60s"
+  fi
+  echo "$name pid ${PID[$name]} ready: API ${API[$name]}, pprof ${PPROF[$name]}"
 }
 
 # --- (a) tools ----------------------------------------------------------------------------------
@@ -119,29 +150,22 @@ python3 loadtest/test_baselines.py
 # --- (g) the live binary ---------------------------------------------------------------------------
 step "cargo build --bins"
 cargo build --bins --locked
-GATEWAY_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-gateway"
-[[ -x $GATEWAY_BIN ]] || fail "$GATEWAY_BIN not found after cargo build --bins"
-
-step "live gateway: start"
-HTTP_PORT=$(free_port)
-PPROF_PORT=$(free_port)
-while [[ $PPROF_PORT == "$HTTP_PORT" ]]; do PPROF_PORT=$(free_port); done
-BASE="http://127.0.0.1:$HTTP_PORT"
-PPROF="http://127.0.0.1:$PPROF_PORT"
+BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
 GRACE_SECS=5
 SECRET=dev-secret
-HTTP_ADDR="127.0.0.1:$HTTP_PORT" PPROF_ADDR="127.0.0.1:$PPROF_PORT" JWT_SECRET=$SECRET \
-  PUBSUB_PREFIX="ci-$$-" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json \
-  "$GATEWAY_BIN" >"$WORK_DIR/gateway.log" 2>&1 </dev/null &
-GATEWAY_PID=$!
-if ! wait_ready "$BASE/ready" 60 "$GATEWAY_PID"; then
-  tail -n 30 "$WORK_DIR/gateway.log" >&2
-  fail "gateway (pid $GATEWAY_PID) not ready at $BASE/ready within 60s"
-fi
-echo "gateway pid $GATEWAY_PID ready: API $BASE, pprof $PPROF"
-[[ $(curl -sS "$BASE/healthz") == ok ]] || fail "GET /healthz did not answer 'ok'"
 
-step "live gateway: k6 smoke of perf-load.js"
+step "live services: start messages, then the gateway in front of it"
+start_live messages "$BIN_DIR/storm-messages" \
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE"
+start_live gateway "$BIN_DIR/storm-gateway" MESSAGES_URL="${API[messages]}"
+BASE=${API[gateway]}
+[[ $(curl -sS "$BASE/healthz") == ok ]] || fail "GET /healthz did not answer 'ok'"
+token=$(JWT_SECRET=$SECRET bash scripts/gen-jwt.sh ci)
+posted=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+  -H 'Content-Type: application/json' -d '{"body":"hello from test.sh"}' "$BASE/api/v1/channels/ci/messages")
+[[ $posted == 201 ]] || fail "POST a channel message through the gateway answered $posted (expected 201)"
+
+step "live: k6 smoke of perf-load.js"
 SUMMARY_JSON="$WORK_DIR/perf-load-summary.json"
 k6_status=0
 ACCESS_TOKEN=$(JWT_SECRET=$SECRET bash scripts/gen-jwt.sh ci) GATEWAY_URL="$BASE" DURATION=5s PUB_VUS=2 WS_VUS=2 \
@@ -158,63 +182,71 @@ print(f"k6 summary: {published} HTTP requests, {received} WebSocket messages rec
 if published == 0 or received == 0:
     sys.exit("expected HTTP requests and WebSocket messages in the k6 summary, got none")
 PY
-gateway_still_running
+still_running
 
 # Every scenario of loadtest/scenarios.toml once, short and small (the debug generator is slow):
 # it fails on a crashed run, a 5xx, a lost or duplicated frame; no performance assertion.
-step "live gateway: run-all.sh --quick (every load scenario, smoke)"
-RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="$GATEWAY_PID" JWT_SECRET=$SECRET \
+step "live: run-all.sh --quick (every load scenario, smoke)"
+RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="${PID[gateway]}" API_URL="${API[messages]}" JWT_SECRET=$SECRET \
   LOADGEN_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-loadgen" bash scripts/run-all.sh --quick ||
   fail "run-all.sh --quick failed (its smoke checks are above; results under loadtest/results/)"
-gateway_still_running
+still_running
 
-step "live gateway: promtool check metrics"
-curl -sSf -o "$WORK_DIR/metrics.txt" "$BASE/metrics" || fail "GET /metrics failed"
-[[ -s $WORK_DIR/metrics.txt ]] || fail "GET /metrics returned an empty body"
-promtool check metrics <"$WORK_DIR/metrics.txt"
-echo "promtool: $(grep -c '^# TYPE' "$WORK_DIR/metrics.txt") metric families OK"
-gateway_still_running
+for name in "${LIVE_ORDER[@]}"; do
+  step "live $name: promtool check metrics"
+  curl -sSf -o "$WORK_DIR/$name-metrics.txt" "${API[$name]}/metrics" || fail "GET /metrics of $name failed"
+  [[ -s $WORK_DIR/$name-metrics.txt ]] || fail "GET /metrics of $name returned an empty body"
+  promtool check metrics <"$WORK_DIR/$name-metrics.txt"
+  echo "promtool: $(grep -c '^# TYPE' "$WORK_DIR/$name-metrics.txt") metric families of $name OK"
+done
+still_running
 
-step "live gateway: go tool pprof (CPU, 3 s)"
 export HOME="$WORK_DIR/home" GOCACHE="$WORK_DIR/gocache" PPROF_TMPDIR="$WORK_DIR/pprof"
 mkdir -p "$HOME" "$GOCACHE" "$PPROF_TMPDIR"
-# A little traffic while the profiler samples, so the profile is not empty (bounded: 300 requests).
-(
-  token=$(JWT_SECRET=$SECRET bash scripts/gen-jwt.sh ci)
-  for _ in {1..300}; do
-    curl -s -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-      -d '{"payload":"pprof"}' "$BASE/publish?subject=ci.pprof" || true
-  done
-) &
-LOAD_PID=$!
-go tool pprof -top "$PPROF/debug/pprof/profile?seconds=3" >"$WORK_DIR/cpu.txt" 2>&1 ||
-  { cat "$WORK_DIR/cpu.txt" >&2; fail "go tool pprof (CPU profile) failed"; }
-wait "$LOAD_PID" || true
-LOAD_PID=""
-head -n 12 "$WORK_DIR/cpu.txt"
-gateway_still_running
+for name in "${LIVE_ORDER[@]}"; do
+  step "live $name: go tool pprof (CPU, 3 s)"
+  # A little traffic while the profiler samples, so the profile is not empty (bounded: 300
+  # requests; channel messages go through the gateway to messages, so both see work).
+  (
+    for _ in {1..300}; do
+      curl -s -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d '{"body":"pprof"}' "$BASE/api/v1/channels/ci-pprof/messages" || true
+    done
+  ) &
+  LOAD_PID=$!
+  go tool pprof -top "${PPROF[$name]}/debug/pprof/profile?seconds=3" >"$WORK_DIR/$name-cpu.txt" 2>&1 ||
+    { cat "$WORK_DIR/$name-cpu.txt" >&2; fail "go tool pprof (CPU profile of $name) failed"; }
+  wait "$LOAD_PID" || true
+  LOAD_PID=""
+  head -n 12 "$WORK_DIR/$name-cpu.txt"
+  still_running
 
-step "live gateway: go tool pprof (heap)"
-go tool pprof -top "$PPROF/debug/pprof/heap" >"$WORK_DIR/heap.txt" 2>&1 ||
-  { cat "$WORK_DIR/heap.txt" >&2; fail "go tool pprof (heap profile) failed"; }
-head -n 12 "$WORK_DIR/heap.txt"
-gateway_still_running
-
-step "live gateway: SIGTERM exits 0 within ${GRACE_SECS}s"
-started=$SECONDS
-kill -TERM "$GATEWAY_PID"
-while alive "$GATEWAY_PID"; do
-  if ((SECONDS - started > GRACE_SECS + 2)); then
-    tail -n 20 "$WORK_DIR/gateway.log" >&2
-    fail "gateway still running $((GRACE_SECS + 2))s after SIGTERM"
-  fi
-  sleep 0.1
+  step "live $name: go tool pprof (heap)"
+  go tool pprof -top "${PPROF[$name]}/debug/pprof/heap" >"$WORK_DIR/$name-heap.txt" 2>&1 ||
+    { cat "$WORK_DIR/$name-heap.txt" >&2; fail "go tool pprof (heap profile of $name) failed"; }
+  head -n 12 "$WORK_DIR/$name-heap.txt"
+  still_running
 done
-exit_status=0
-wait "$GATEWAY_PID" || exit_status=$?
-GATEWAY_PID=""
-((exit_status == 0)) || { tail -n 20 "$WORK_DIR/gateway.log" >&2; fail "gateway exited $exit_status after SIGTERM (expected 0)"; }
-echo "gateway exited 0 after $((SECONDS - started))s"
+
+# The gateway first (it fronts messages), then messages.
+for name in gateway messages; do
+  step "live $name: SIGTERM exits 0 within ${GRACE_SECS}s"
+  pid=${PID[$name]}
+  started=$SECONDS
+  kill -TERM "$pid"
+  while alive "$pid"; do
+    if ((SECONDS - started > GRACE_SECS + 2)); then
+      tail -n 20 "$WORK_DIR/$name.log" >&2
+      fail "$name still running $((GRACE_SECS + 2))s after SIGTERM"
+    fi
+    sleep 0.1
+  done
+  exit_status=0
+  wait "$pid" || exit_status=$?
+  PID[$name]=""
+  ((exit_status == 0)) || { tail -n 20 "$WORK_DIR/$name.log" >&2; fail "$name exited $exit_status after SIGTERM (expected 0)"; }
+  echo "$name exited 0 after $((SECONDS - started))s"
+done
 
 echo
 echo "test.sh: OK, all $STEPS_DONE steps passed"
