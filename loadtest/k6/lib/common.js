@@ -3,6 +3,8 @@
 // Every knob of a scenario is an env var read through these helpers, so a bad value stops the run
 // at once with one line naming the variable instead of producing a meaningless result.
 
+import encoding from 'k6/encoding';
+
 export function env(name, defaultValue) {
   const value = __ENV[name];
   return value === undefined || value === '' ? defaultValue : value;
@@ -48,6 +50,16 @@ export function envDuration(name, defaultValue) {
   return value;
 }
 
+// A k6 duration string in milliseconds: durationMs('1m30s') === 90000.
+export function durationMs(text) {
+  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+  let total = 0;
+  for (const [, number, suffix] of String(text).matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(number) * unit[suffix];
+  }
+  return total;
+}
+
 export function envChoice(name, defaultValue, choices) {
   const value = env(name, defaultValue);
   if (!choices.includes(value)) fail(`${name} must be one of ${choices.join('|')}, got '${value}'`);
@@ -65,12 +77,29 @@ export function toWsUrl(httpUrl) {
   return httpUrl.replace(/^http/, 'ws');
 }
 
-export function requireToken(name = 'ACCESS_TOKEN') {
+// `how` tells where a token comes from, for the error line.
+export function requireToken(name = 'ACCESS_TOKEN', how = undefined) {
   const token = env(name, undefined);
   if (!token) {
-    fail(`${name} is required: ${name}=$(bash scripts/gen-jwt.sh user-1) k6 run … (scripts/perf-load.sh mints one)`);
+    fail(`${name} is required: ${how || `${name}=$(bash scripts/gen-jwt.sh user-1) k6 run … (scripts/perf-load.sh mints one)`}`);
   }
   return token;
+}
+
+// For the tenant-scoped (S2) scenarios: TOKEN with a `tenant` claim.
+export const TENANT_TOKEN_HOW =
+  'TOKEN=$(bash scripts/gen-jwt.sh user-1 --tenant 00000000-0000-0000-0000-000000000000) k6 run … (scripts/k6-run.sh mints one)';
+
+// The claims of a JWT, decoded without checking the signature (the server does that): lets a
+// scenario stop at once on a token that lacks a claim it needs, e.g. `tenant`.
+export function tokenClaims(token, name = 'TOKEN') {
+  const parts = token.split('.');
+  if (parts.length !== 3) fail(`${name} is not a JWT (expected three dot-separated parts)`);
+  try {
+    return JSON.parse(encoding.b64decode(parts[1], 'rawurl', 's'));
+  } catch (e) {
+    return fail(`${name}: cannot decode the JWT payload (${e})`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +107,12 @@ export function requireToken(name = 'ACCESS_TOKEN') {
 
 function metric(data, name) {
   return data.metrics[name] ? data.metrics[name].values : undefined;
+}
+
+// One figure of a metric (count, rate, p(95), …), or `fallback` when the metric never got a sample.
+export function metricValue(data, name, stat, fallback = undefined) {
+  const values = metric(data, name);
+  return values && values[stat] !== undefined ? values[stat] : fallback;
 }
 
 export function fmtMs(data, name, stat) {
@@ -126,7 +161,10 @@ export function summaryPath(scenario) {
 // makeHandleSummary('perf-load', (data) => ['line', …], config) → a k6 handleSummary function.
 // The JSON file holds k6's whole summary plus {scenario, config, finished_at}; stdout gets the
 // scenario's own lines, then every threshold's verdict, then where the JSON went.
-export function makeHandleSummary(scenario, describe, config = {}) {
+// `extra(data)`, when given, returns figures computed from the summary after the run (such as a
+// ratio of two counters, which a k6 threshold cannot express): they go into the JSON beside k6's
+// own, under their own keys, never into `metrics`.
+export function makeHandleSummary(scenario, describe, config = {}, extra = undefined) {
   return function handleSummary(data) {
     const path = summaryPath(scenario);
     const lines = [
@@ -138,7 +176,7 @@ export function makeHandleSummary(scenario, describe, config = {}) {
       `summary JSON: ${path}`,
       '',
     ];
-    const json = { scenario, config, finished_at: new Date().toISOString(), ...data };
+    const json = { scenario, config, finished_at: new Date().toISOString(), ...(extra ? extra(data) : {}), ...data };
     return {
       stdout: lines.join('\n') + '\n',
       [path]: JSON.stringify(json, null, 2),
