@@ -1,11 +1,15 @@
 // perf-load.js — the S0 load scenario, reproduced: HTTP publishers POST events to the gateway's
 // drop-in /publish route while WebSocket subscribers on /ws receive the fan-out over Redis.
+// With CHANNEL_ID set, the whole channel path instead: publishers POST messages to
+// /api/v1/channels/{CHANNEL_ID}/messages on the gateway (proxied to the messages service, stored
+// in Postgres, published on channel.{CHANNEL_ID}) and subscribers listen on /ws?channel_id=.
 //
 //   ACCESS_TOKEN=$(bash scripts/gen-jwt.sh user-1) k6 run loadtest/k6/perf-load.js
 //   (or simply: bash scripts/perf-load.sh)
 //
-// Env: GATEWAY_URL (http://localhost:8080), SUBJECT (storm.events; channel.<CHANNEL_ID> when
-// CHANNEL_ID is set), CHANNEL_ID (subscribers use /ws?channel_id=ID), DURATION, PUB_VUS, WS_VUS,
+// Env: GATEWAY_URL (http://localhost:8080), SUBJECT (storm.events; with CHANNEL_ID it is always
+// channel.<CHANNEL_ID>), CHANNEL_ID (publishers POST /api/v1/channels/ID/messages {"body"},
+// subscribers use /ws?channel_id=ID; 1–64 of A-Z a-z 0-9 _ -), DURATION, PUB_VUS, WS_VUS,
 // PUB_RATE (POSTs per second per publisher VU), MODE=baseline|chaos, THRESH_FAIL, THRESH_P95 (ms),
 // WS_LATENCY (parse every frame to measure delivery latency; default on in baseline, off in
 // chaos where parsing would make k6 itself the bottleneck), ACCESS_TOKEN (required),
@@ -41,7 +45,14 @@ const CHAOS = MODE === 'chaos';
 
 const GATEWAY_URL = baseUrl('GATEWAY_URL', 'http://localhost:8080');
 const CHANNEL_ID = env('CHANNEL_ID', '');
-const SUBJECT = env('SUBJECT', CHANNEL_ID ? `channel.${CHANNEL_ID}` : 'storm.events');
+if (CHANNEL_ID && !/^[A-Za-z0-9_-]{1,64}$/.test(CHANNEL_ID)) {
+  throw new Error(`CHANNEL_ID must be 1–64 of A-Z a-z 0-9 _ -, got '${CHANNEL_ID}'`);
+}
+// A channel's messages are published on channel.<id> whatever SUBJECT says.
+const SUBJECT = CHANNEL_ID ? `channel.${CHANNEL_ID}` : env('SUBJECT', 'storm.events');
+if (CHANNEL_ID && env('SUBJECT', SUBJECT) !== SUBJECT) {
+  console.warn(`SUBJECT=${env('SUBJECT', '')} ignored: with CHANNEL_ID the subject is ${SUBJECT}`);
+}
 const DURATION = envDuration('DURATION', CHAOS ? '60s' : '30s');
 const PUB_VUS = envInt('PUB_VUS', CHAOS ? 100 : 5);
 const WS_VUS = envInt('WS_VUS', CHAOS ? 100 : 5);
@@ -53,7 +64,9 @@ const ACCESS_TOKEN = requireToken('ACCESS_TOKEN');
 
 if (PUB_VUS + WS_VUS === 0) throw new Error('PUB_VUS and WS_VUS are both 0: nothing to run');
 
-const PUBLISH_URL = `${GATEWAY_URL}/publish?subject=${encodeURIComponent(SUBJECT)}`;
+const PUBLISH_URL = CHANNEL_ID
+  ? `${GATEWAY_URL}/api/v1/channels/${CHANNEL_ID}/messages`
+  : `${GATEWAY_URL}/publish?subject=${encodeURIComponent(SUBJECT)}`;
 const WS_URL = CHANNEL_ID
   ? `${toWsUrl(GATEWAY_URL)}/ws?channel_id=${encodeURIComponent(CHANNEL_ID)}`
   : `${toWsUrl(GATEWAY_URL)}/ws?subject=${encodeURIComponent(SUBJECT)}`;
@@ -99,14 +112,21 @@ export function setup() {
 let seq = 0;
 const AUTH_JSON = {
   headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ACCESS_TOKEN}` },
-  tags: { name: 'POST /publish' },
+  tags: { name: CHANNEL_ID ? 'POST /api/v1/channels/{id}/messages' : 'POST /publish' },
 };
 
+// The event's text, {"seq","ts","vu"}: /publish carries it as `payload`, a channel message as its
+// `body`; subscribers read the publish time back from it.
 export function publish() {
   seq += 1;
-  const body = JSON.stringify({ payload: JSON.stringify({ seq, ts: Date.now(), vu: __VU }) });
+  const text = JSON.stringify({ seq, ts: Date.now(), vu: __VU });
+  const body = JSON.stringify(CHANNEL_ID ? { body: text } : { payload: text });
   const res = http.post(PUBLISH_URL, body, AUTH_JSON);
-  check(res, { 'publish accepted (202/200)': (r) => r.status === 202 || r.status === 200 });
+  if (CHANNEL_ID) {
+    check(res, { 'message stored (201)': (r) => r.status === 201 });
+  } else {
+    check(res, { 'publish accepted (202/200)': (r) => r.status === 202 || r.status === 200 });
+  }
   sleep(1 / PUB_RATE);
 }
 
@@ -119,7 +139,7 @@ function recordEnvelope(frame) {
   }
   if (!envelope || envelope.subject !== SUBJECT) return;
   wsEventsReceived.add(1);
-  const payload = envelope.data && envelope.data.payload;
+  const payload = envelope.data && (CHANNEL_ID ? envelope.data.body : envelope.data.payload);
   if (typeof payload !== 'string') return;
   try {
     const sent = JSON.parse(payload).ts;
@@ -149,7 +169,7 @@ export const handleSummary = makeHandleSummary(
   'perf-load',
   (data) => [
     `mode: ${MODE}  duration: ${DURATION}  VUs: ${PUB_VUS + WS_VUS} (${PUB_VUS} HTTP + ${WS_VUS} WS)  publish rate: ${PUB_RATE}/s per VU`,
-    `gateway: ${GATEWAY_URL}  subject: ${SUBJECT}${CHANNEL_ID ? `  channel: ${CHANNEL_ID}` : ''}`,
+    `gateway: ${GATEWAY_URL}  subject: ${SUBJECT}${CHANNEL_ID ? `  channel: ${CHANNEL_ID} (POST ${PUBLISH_URL})` : ''}`,
     `HTTP p95:          ${fmtMs(data, 'http_req_duration', 'p(95)')}  (p99 ${fmtMs(data, 'http_req_duration', 'p(99)')})`,
     `HTTP error rate:   ${fmtPercent(data, 'http_req_failed')}`,
     `HTTP req/s:        ${fmtRate(data, 'http_reqs')}  (${fmtCount(data, 'http_reqs')} requests)`,
