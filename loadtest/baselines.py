@@ -267,8 +267,15 @@ def _k6_problems(result: dict) -> list[str]:
         problems.append(f"{failed} failed HTTP requests (non-2xx/3xx or transport errors)")
     if not lookup(result, "metrics.http_reqs.values.count"):
         problems.append("no HTTP request made")
-    if not lookup(result, "metrics.ws_msgs_received.values.count"):
+    # Only for scripts that open WebSockets: k6 reports ws_sessions for every socket it tried,
+    # upgraded or not, and no ws_* metric at all for an HTTP-only script.
+    uses_ws = any(m in result["metrics"] for m in ("ws_sessions", "ws_connecting", "ws_msgs_received"))
+    if uses_ws and not lookup(result, "metrics.ws_msgs_received.values.count"):
         problems.append("no WebSocket message received")
+    # redis-pubsub.js accounts for its frames itself (published × subscribers vs received).
+    expected, received = lookup(result, "pubsub.frames_expected"), lookup(result, "pubsub.frames_received")
+    if expected is not None and received is not None and received < expected:
+        problems.append(f"{int(expected - received)} lost frames (of {int(expected)} expected)")
     return problems
 
 
@@ -882,8 +889,8 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
                 f"{ok} of {len(entries)} ok",
             ])
         out += md_table(["scenario", "what", "generator", "generator CPU", "gateway CPU", "runs"], cpu_rows)
-        out += ["", "Commands (run 1 of each; `ACCESS_TOKEN` for k6 is minted by `perf-load.sh`, "
-                "storm-loadgen mints its own from `JWT_SECRET`):", "", "```sh"]
+        out += ["", "Commands (run 1 of each; the k6 token is minted by `perf-load.sh` (`ACCESS_TOKEN`) or "
+                "`k6-run.sh` (`TOKEN`), storm-loadgen mints its own from `JWT_SECRET`):", "", "```sh"]
         for scenario in scenarios:
             out.append(by_scenario[scenario.name][0]["display"])
         out.append("```")

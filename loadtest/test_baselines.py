@@ -58,7 +58,11 @@ import json, os, sys
 if sys.argv[1:2] == ["version"]:
     print("k6 v1.1.0 (fake)")
     sys.exit(0)
-data = json.load(open(os.path.join(os.environ["FAKE_FIXTURES"], "k6-perf-load.json")))
+# The summary of the script run: loadtest/k6/<name>.js → fixtures/k6-<name>.json.
+script = [a for a in sys.argv[1:] if a.endswith(".js")][-1]
+data = json.load(open(os.path.join(os.environ["FAKE_FIXTURES"], f"k6-{os.path.basename(script)[:-3]}.json")))
+if os.environ.get("FAKE_PUBSUB_LOST") and "pubsub" in data:
+    data["pubsub"]["frames_received"] -= int(os.environ["FAKE_PUBSUB_LOST"])
 data["config"] = {k: os.environ.get(k) for k in ("MODE", "DURATION", "PUB_VUS", "WS_VUS", "GATEWAY_URL", "ACCESS_TOKEN")}
 json.dump(data, open(os.environ["SUMMARY_JSON"], "w"))
 sys.exit(int(os.environ.get("FAKE_K6_EXIT", "0")))
@@ -125,16 +129,24 @@ class Base(unittest.TestCase):
         self.fail(f"no row {scenario} / {metric} in:\n{text}")
 
 
+def k6_script(scenario) -> str:
+    """The k6 script a scenario runs: a .js in its command, else perf-load (scripts/perf-load.sh)."""
+    scripts = [Path(a).stem for a in scenario.command if a.endswith(".js")]
+    return scripts[-1] if scripts else "perf-load"
+
+
 class ManifestTest(unittest.TestCase):
     def test_every_row_reads_a_number_from_its_tools_result_shape(self):
         manifest = baselines.load_manifest()
         shapes = {
-            "k6": json.loads((FIXTURES / "k6-perf-load.json").read_text()),
             "http": json.loads((FIXTURES / "loadgen-http.json").read_text()),
             "ws": json.loads((FIXTURES / "loadgen-ws.json").read_text()),
         }
         for scenario in manifest.scenarios:
-            shape = shapes["k6"] if scenario.tool == "k6" else shapes[scenario.command[1]]
+            if scenario.tool == "k6":
+                shape = json.loads((FIXTURES / f"k6-{k6_script(scenario)}.json").read_text())
+            else:
+                shape = shapes[scenario.command[1]]
             for row in scenario.rows:
                 with self.subTest(scenario=scenario.name, row=row.metric):
                     self.assertIsNotNone(row.lookup(shape), f"{row.value} not found in the {scenario.tool} result")
@@ -265,6 +277,13 @@ class QuickRunTest(Base):
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn("SMOKE FAIL s0-ws-fanout-1000 run 1: 3 lost frames", proc.stderr)
         self.assertIn("| s0-ws-fanout-5000 run 1 | smoke | 3 lost frames |", (self.results / "BASELINES.quick.md").read_text())
+
+    def test_quick_run_fails_on_a_lost_pubsub_frame_only_where_frames_are_counted(self):
+        proc = self.run_baselines("--quick", "--only", "s2-redis-pubsub,s2-call-state-updates", FAKE_PUBSUB_LOST="2")
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("SMOKE FAIL s2-redis-pubsub run 1: 2 lost frames (of 10040 expected)", proc.stderr)
+        # an HTTP-only k6 script is not asked for WebSocket messages
+        self.assertNotIn("SMOKE FAIL s2-call-state-updates", proc.stderr)
 
     def test_k6_threshold_exit_99_is_a_result_not_a_crash(self):
         proc = self.run_baselines("--quick", "--only", "s0-perf-load-baseline", FAKE_K6_EXIT="99")
