@@ -13,8 +13,9 @@ Runs the S0 pub/sub load scenario (loadtest/k6/perf-load.js) against the gateway
 Env (all optional):
   ACCESS_TOKEN   JWT for the gateway (default: minted by scripts/gen-jwt.sh user-1)
   GATEWAY_URL    default http://localhost:8080
-  SUBJECT        default storm.events (channel.<CHANNEL_ID> when CHANNEL_ID is set)
-  CHANNEL_ID     subscribers use /ws?channel_id=ID
+  SUBJECT        default storm.events (ignored when CHANNEL_ID is set)
+  CHANNEL_ID     the channel path end to end: publishers POST /api/v1/channels/ID/messages
+                 (gateway → messages → Postgres → Redis), subscribers use /ws?channel_id=ID
   DURATION       default 30s (chaos: 60s)
   PUB_VUS        publisher VUs, default 5 (chaos: 100)
   WS_VUS         WebSocket VUs, default 5 (chaos: 100)

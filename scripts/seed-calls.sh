@@ -32,9 +32,16 @@ N=$1
 TENANTS=${TENANTS:-10}
 DAYS=${DAYS:-30}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/stormstack}
-[[ $N =~ ^[1-9][0-9]*$ ]] && ((N <= 50000000)) || { echo "seed-calls.sh: N must be 1..50000000, got '$N'" >&2; exit 2; }
-[[ $TENANTS =~ ^[1-9][0-9]*$ ]] && ((TENANTS <= 4096)) || { echo "seed-calls.sh: TENANTS must be 1..4096, got '$TENANTS'" >&2; exit 2; }
-[[ $DAYS =~ ^[1-9][0-9]*$ ]] && ((DAYS <= 3650)) || { echo "seed-calls.sh: DAYS must be 1..3650, got '$DAYS'" >&2; exit 2; }
+# check_count NAME VALUE MAX — a positive integer up to MAX, or one line and exit 2.
+check_count() {
+  if ! [[ $2 =~ ^[1-9][0-9]{0,8}$ ]] || (($2 > $3)); then
+    echo "seed-calls.sh: $1 must be 1..$3, got '$2'" >&2
+    exit 2
+  fi
+}
+check_count N "$N" 50000000
+check_count TENANTS "$TENANTS" 4096
+check_count DAYS "$DAYS" 3650
 command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"
 
 has_table=$(psql "$DATABASE_URL" -qAtc "SELECT to_regclass('public.calls') IS NOT NULL" 2>&1) ||
