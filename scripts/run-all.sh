@@ -94,13 +94,7 @@ trap 'exit 130' INT TERM
 
 # 5,000 sockets on each side of the fan-out scenario go far past the usual 1024; set before the
 # stack starts so a gateway started here inherits it too.
-want_nofile=65536
-hard_nofile=$(ulimit -Hn)
-if [[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)); then want_nofile=$hard_nofile; fi
-soft_nofile=$(ulimit -Sn)
-if [[ $soft_nofile != unlimited ]] && ((soft_nofile < want_nofile)); then
-  ulimit -n "$want_nofile" 2>/dev/null || warn "could not raise the open-files limit above $soft_nofile"
-fi
+raise_nofile
 
 # --- the stack ----------------------------------------------------------------------------------------
 if [[ ${RUN_ALL_NO_STACK:-} == 1 ]]; then
