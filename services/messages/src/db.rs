@@ -111,3 +111,37 @@ pub fn api_error(e: sqlx::Error) -> ApiError {
         _ => ApiError::internal(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaching_the_database_is_a_503_and_a_bad_query_a_500() {
+        assert_eq!(api_error(sqlx::Error::PoolTimedOut).status.as_u16(), 503);
+        assert_eq!(api_error(sqlx::Error::PoolClosed).status.as_u16(), 503);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(api_error(sqlx::Error::Io(refused)).status.as_u16(), 503);
+        let bug = api_error(sqlx::Error::ColumnNotFound("nope".into()));
+        assert_eq!((bug.status.as_u16(), bug.code), (500, "internal"));
+        assert!(!bug.message.contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn server_side_connection_errors_are_503() {
+        // Both sides of the rule with the server's own errors: a syntax error (42601) is our bug,
+        // "terminating connection due to administrator command" (57P01) is the database's state.
+        let Ok(pool) = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await else {
+            panic!("the tests need the machine's Postgres on 127.0.0.1:5432");
+        };
+        let syntax = sqlx::query("SELEC 1").execute(&pool).await.unwrap_err();
+        assert_eq!(sqlstate(&syntax).as_deref(), Some("42601"));
+        assert_eq!(api_error(syntax).status.as_u16(), 500);
+        let shutdown = sqlx::query("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '57P01'; END $$")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert_eq!(api_error(shutdown).status.as_u16(), 503);
+        pool.close().await;
+    }
+}

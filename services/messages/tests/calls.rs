@@ -15,15 +15,14 @@ async fn event(
     token: &str,
     body: Value,
 ) -> (u16, Value) {
-    let response = client
-        .post(app.url("/api/v1/demo/events/call"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("call event request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.send(
+        client,
+        reqwest::Method::POST,
+        "/api/v1/demo/events/call",
+        Some(token),
+        Some(&body),
+    )
+    .await
 }
 
 fn initiated(call_id: &str) -> Value {

@@ -24,14 +24,18 @@ async fn post(
 }
 
 async fn page(app: &TestMessages, client: &reqwest::Client, channel: &str, query: &str) -> Value {
-    let response = client
-        .get(app.url(&format!("/api/v1/channels/{channel}/messages{query}")))
-        .bearer_auth(token("reader"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    let path = format!("/api/v1/channels/{channel}/messages{query}");
+    let (status, page) = app
+        .send(
+            client,
+            reqwest::Method::GET,
+            &path,
+            Some(&token("reader")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page
 }
 
 #[tokio::test]

@@ -6,14 +6,16 @@ use testkit::{TestMessages, spawn_messages, tenant_token, unique};
 use uuid::Uuid;
 
 async fn send(app: &TestMessages, client: &reqwest::Client, token: &str, body: Value) {
-    let response = client
-        .post(app.url("/api/v1/demo/events/call"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{body}");
+    let (status, answer) = app
+        .send(
+            client,
+            reqwest::Method::POST,
+            "/api/v1/demo/events/call",
+            Some(token),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}: {answer}");
 }
 
 /// A call with its events at the given times: (state, RFC 3339).

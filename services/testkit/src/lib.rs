@@ -111,6 +111,31 @@ impl TestApp {
         response.json().await.expect("JSON body")
     }
 
+    /// `method path` with an optional bearer `token` and JSON `body`; the status and the answer
+    /// as JSON (`Null` when it is not JSON).
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// `GET path`, body as text.
     pub async fn get_text(&self, client: &reqwest::Client, path: &str) -> String {
         let response = client
