@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -122,6 +123,12 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let token = shutdown.token.clone();
+    // TCP_NODELAY on every accepted socket: axum leaves Nagle on, and then a small write (a
+    // WebSocket frame) that follows one the peer has not acknowledged yet waits for the peer's
+    // delayed ACK — a 40 ms tail on a few percent of frames.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
