@@ -137,14 +137,9 @@ async fn gateway_get(
     path: &str,
     token: &str,
 ) -> (u16, Value) {
-    let response = client
-        .get(gateway.url(path))
-        .bearer_auth(token)
-        .send()
+    gateway
+        .send(client, reqwest::Method::GET, path, Some(token), None)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -43,14 +43,8 @@ async fn get(
     token: &str,
     path: &str,
 ) -> (u16, Value) {
-    let response = client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
+    app.send(client, reqwest::Method::GET, path, Some(token), None)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn bucket(start: &str, counts: [i64; 4], answer_rate: f64, avg_talk_seconds: f64) -> Value {
