@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod health;
 pub mod metrics;

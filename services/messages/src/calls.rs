@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use common::ApiError;
 
-use crate::db;
+use common::db;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

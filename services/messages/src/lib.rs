@@ -5,23 +5,22 @@
 
 pub mod calls;
 pub mod config;
-pub mod db;
 pub mod reporting;
 pub mod routes;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use common::auth::JwtKeys;
+use common::db::{self, PostgresProbe};
 use common::health::{self, Probe, Probes};
 use common::publisher::Publisher;
 pub use common::server::Application;
@@ -66,24 +65,6 @@ impl Shared {
     }
 }
 
-struct PostgresProbe(PgPool);
-
-impl Probe for PostgresProbe {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move {
-            sqlx::query("SELECT 1")
-                .execute(&self.0)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-        .boxed()
-    }
-}
-
 struct RedisProbe(Publisher);
 
 impl Probe for RedisProbe {
@@ -119,27 +100,6 @@ fn describe_metrics() {
         "messages_live_delivery_lost_total",
         "Stored messages and call events that could not be published to Redis."
     );
-    describe_gauge!(
-        "db_pool_connections",
-        "Postgres pool connections by state (in_use, idle)."
-    );
-}
-
-/// Samples the pool's size every second into `db_pool_connections{state}`.
-fn watch_pool(pool: PgPool, shutdown: Shutdown) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = shutdown.token.cancelled() => break,
-                _ = tick.tick() => {
-                    let idle = pool.num_idle() as f64;
-                    gauge!("db_pool_connections", "state" => "idle").set(idle);
-                    gauge!("db_pool_connections", "state" => "in_use").set(f64::from(pool.size()) - idle);
-                }
-            }
-        }
-    });
 }
 
 /// The messages process, ready to run.
@@ -147,8 +107,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     common::metrics::install("messages");
     describe_metrics();
     let shutdown = Shutdown::new();
-    let pool = db::connect(&config).await?;
-    watch_pool(pool.clone(), shutdown.clone());
+    let pool = db::connect(&config.db).await?;
+    db::watch_pool(pool.clone(), shutdown.clone());
     let publisher = Publisher::new(
         "messages",
         &config.redis_url,

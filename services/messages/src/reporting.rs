@@ -18,7 +18,7 @@ use uuid::Uuid;
 use common::ApiError;
 
 use crate::calls::CallState;
-use crate::db;
+use common::db;
 
 /// The longest range one metrics request may cover.
 pub const MAX_RANGE_DAYS: i64 = 90;

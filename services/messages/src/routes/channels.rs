@@ -16,8 +16,8 @@ use common::error::{Json, Path, Query};
 use common::subject;
 
 use crate::AppState;
-use crate::db;
 use crate::routes::page_limit;
+use common::db;
 
 pub const MAX_BODY_CHARS: usize = 4096;
 

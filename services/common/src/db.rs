@@ -1,5 +1,6 @@
-//! Postgres: the pool, the database created if missing, migrations under the advisory lock, and
-//! how database failures become API errors.
+//! Postgres for every service that has one: its settings, the pool, the database created if
+//! missing, migrations under the advisory lock, the pool gauge, and how database failures become
+//! API errors.
 //!
 //! A failure to reach Postgres (refused, pool exhausted past `DB_ACQUIRE_TIMEOUT_MS`, connection
 //! lost) is the dependency's fault: 503 `unavailable`, never a 500. Only a query the code got wrong
@@ -7,23 +8,69 @@
 
 use std::time::Duration;
 
-use common::ApiError;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use metrics::gauge;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
 
-use crate::Config;
+use crate::ApiError;
+use crate::config::{ConfigError, Lookup};
+use crate::health::Probe;
+use crate::server::Shutdown;
 
-/// `migrations/` at the workspace root, embedded at build time.
+/// `migrations/` at the workspace root, embedded at build time: one schema for the stack.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// A service's Postgres settings.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `DATABASE_URL`.
+    pub url: String,
+    /// Apply `migrations/` at start under Postgres's advisory lock (`MIGRATE`, default true).
+    pub migrate: bool,
+    /// Postgres connections in the pool (`DB_POOL_MAX`, default `pool_max_default`).
+    pub pool_max: u32,
+    /// How long a request waits for a pooled connection before 503 (`DB_ACQUIRE_TIMEOUT_MS`).
+    pub acquire_timeout: Duration,
+    /// How long start-up waits for an unreachable Postgres before giving up (`DB_START_TIMEOUT_SECS`).
+    pub start_timeout: Duration,
+}
+
+impl DbConfig {
+    pub fn from_lookup(env: &Lookup, pool_max_default: u32) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.url(
+                "DATABASE_URL",
+                "postgres://postgres@localhost:5432/stormstack",
+                &["postgres", "postgresql"],
+            )?,
+            migrate: env.parse("MIGRATE", true)?,
+            pool_max: env.bounded("DB_POOL_MAX", pool_max_default, 1, 1000)?,
+            acquire_timeout: Duration::from_millis(env.bounded(
+                "DB_ACQUIRE_TIMEOUT_MS",
+                2000u64,
+                1,
+                600_000,
+            )?),
+            start_timeout: Duration::from_secs(env.bounded(
+                "DB_START_TIMEOUT_SECS",
+                30u64,
+                0,
+                3600,
+            )?),
+        })
+    }
+}
 
 /// Creates the database if it is missing, applies migrations (unless `MIGRATE=false`) and returns
 /// the pool. Postgres still starting is waited for (bounded); anything else fails start-up.
-pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+pub async fn connect(config: &DbConfig) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = config
-        .database_url
+        .url
         .parse()
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    let deadline = tokio::time::Instant::now() + config.db_start_timeout;
+    let deadline = tokio::time::Instant::now() + config.start_timeout;
     let mut backoff = Duration::from_millis(100);
     loop {
         match ensure_database(&options).await {
@@ -37,8 +84,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         }
     }
     let pool = PgPoolOptions::new()
-        .max_connections(config.db_pool_max)
-        .acquire_timeout(config.db_acquire_timeout)
+        .max_connections(config.pool_max)
+        .acquire_timeout(config.acquire_timeout)
         .connect_lazy_with(options);
     if config.migrate {
         MIGRATOR
@@ -70,7 +117,8 @@ async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> 
             .await
         {
             Ok(_) => tracing::info!(database = %name, "created the database"),
-            Err(e) if sqlstate(&e).as_deref() == Some("42P04") => {}
+            // 42P04 "already exists"; 23505 when the other CREATE DATABASE was still in flight.
+            Err(e) if matches!(sqlstate(&e).as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e),
         }
     }
@@ -79,7 +127,48 @@ async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> 
     options.connect().await?.close().await
 }
 
-fn is_unreachable(e: &sqlx::Error) -> bool {
+/// `/ready`'s Postgres check: one `SELECT 1` through the pool.
+pub struct PostgresProbe(pub PgPool);
+
+impl Probe for PostgresProbe {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.0)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// Samples the pool's size every second into `db_pool_connections{state}` until shutdown.
+pub fn watch_pool(pool: PgPool, shutdown: Shutdown) {
+    metrics::describe_gauge!(
+        "db_pool_connections",
+        "Postgres pool connections by state (in_use, idle)."
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.token.cancelled() => break,
+                _ = tick.tick() => {
+                    let idle = pool.num_idle() as f64;
+                    gauge!("db_pool_connections", "state" => "idle").set(idle);
+                    gauge!("db_pool_connections", "state" => "in_use").set(f64::from(pool.size()) - idle);
+                }
+            }
+        }
+    });
+}
+
+/// Refused, reset, timed out or still starting: worth waiting for.
+pub fn is_unreachable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
         // 57P03: the database system is starting up.
         || sqlstate(e).as_deref() == Some("57P03")

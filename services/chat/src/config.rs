@@ -1,0 +1,75 @@
+//! The chat service's settings (SPEC "Chat service"), read once at start.
+
+use std::time::Duration;
+
+use common::config::{CommonConfig, ConfigError, Lookup};
+use common::db::DbConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub db: DbConfig,
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub jwt_secret: String,
+    /// The queue messages are published to (`CHAT_QUEUE`, default `chat.messages`); the writer
+    /// must consume the same one.
+    pub queue: String,
+    /// Confirm-mode channels on the one broker connection (`AMQP_CHANNELS`, default 8).
+    pub amqp_channels: usize,
+    /// How long a publish waits for the broker's confirm before 503 (`PUBLISH_TIMEOUT_MS`).
+    pub publish_timeout: Duration,
+    /// Prepended to the chat-number keys on Redis (`REDIS_KEY_PREFIX`, default `storm:chat:`).
+    pub redis_key_prefix: String,
+    /// Lifetime of the token `POST /api/v1/users` returns (`USER_TOKEN_TTL_SECS`, default a day).
+    pub user_token_ttl: Duration,
+}
+
+impl Config {
+    pub fn from_lookup(env: &Lookup) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_lookup(env, ":8082", ":6062")?,
+            db: DbConfig::from_lookup(env, 20)?,
+            redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            amqp_url: env.url(
+                "AMQP_URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                &["amqp", "amqps"],
+            )?,
+            jwt_secret: env.required("JWT_SECRET")?,
+            queue: queue_name(env)?,
+            amqp_channels: env.bounded("AMQP_CHANNELS", 8usize, 1, 256)?,
+            publish_timeout: Duration::from_millis(env.bounded(
+                "PUBLISH_TIMEOUT_MS",
+                5000u64,
+                10,
+                600_000,
+            )?),
+            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "storm:chat:"),
+            user_token_ttl: Duration::from_secs(env.bounded(
+                "USER_TOKEN_TTL_SECS",
+                86_400u64,
+                60,
+                31_536_000,
+            )?),
+        })
+    }
+}
+
+/// `CHAT_QUEUE`: the queue between the chat service and the writer (both read it from here).
+pub fn queue_name(env: &Lookup) -> Result<String, ConfigError> {
+    let name = env.string("CHAT_QUEUE", "chat.messages");
+    let valid = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError {
+            variable: "CHAT_QUEUE".into(),
+            reason: format!("{name:?} must be 1–200 of [A-Za-z0-9._:-]"),
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! The stormstack chat service (S4): users, applications, numbered chats and numbered messages.
+//! Writes of messages go through RabbitMQ (202 after the broker's confirm) to the writer, which
+//! stores them in Postgres; everything else reads and writes Postgres directly. `router` shows
+//! every route; `build` makes the `Application` the same way for `main` and tests.
+
+pub mod broker;
+pub mod config;
+pub mod directory;
+pub mod numbering;
+pub mod queue;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{get, post};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use metrics::{describe_counter, describe_gauge, describe_histogram};
+use sqlx::PgPool;
+
+use common::auth::JwtKeys;
+use common::db::{self, PostgresProbe};
+use common::health::{self, Probe, Probes};
+pub use common::server::Application;
+use common::server::Shutdown;
+
+pub use config::Config;
+
+use broker::Broker;
+use directory::Directory;
+use numbering::{ChatNumbers, MessageNumbers};
+
+/// Largest request body: a 4,096-character message is at most 16 KiB of UTF-8, plus JSON.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Everything a handler needs, behind one `Arc` (axum clones the state per request).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub keys: Arc<JwtKeys>,
+    pub directory: Directory,
+    pub chat_numbers: ChatNumbers,
+    pub message_numbers: MessageNumbers,
+    pub user_token_ttl: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
+}
+
+struct BrokerProbe(Broker);
+
+impl Probe for BrokerProbe {
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            if self.0.is_connected().await {
+                Ok(())
+            } else {
+                Err("not connected".to_string())
+            }
+        }
+        .boxed()
+    }
+}
+
+struct RedisProbe(redis::aio::ConnectionManager);
+
+impl Probe for RedisProbe {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let mut redis = self.0.clone();
+            redis::cmd("PING")
+                .query_async::<String>(&mut redis)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// Every route of the chat service, in one place.
+pub fn router(state: AppState, probes: Probes) -> Router {
+    use routes::{applications, chats, messages, users};
+    let app = "/api/v1/applications/{token}";
+    let api = Router::new()
+        .route("/api/v1/users", post(users::create))
+        .route(
+            "/api/v1/applications",
+            post(applications::create).get(applications::list),
+        )
+        .route(app, get(applications::get).patch(applications::update))
+        .route(
+            &format!("{app}/chats"),
+            post(chats::create).get(chats::list),
+        )
+        .route(&format!("{app}/chats/{{number}}"), get(chats::get))
+        .route(
+            &format!("{app}/chats/{{number}}/messages"),
+            post(messages::create).get(messages::list),
+        )
+        .route(
+            &format!("{app}/chats/{{number}}/messages/search"),
+            get(messages::search),
+        )
+        .route(
+            &format!("{app}/chats/{{number}}/messages/{{message}}"),
+            get(messages::get),
+        )
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state);
+    health::routes(probes).merge(api)
+}
+
+fn describe_metrics() {
+    describe_counter!(
+        "chat_publish_total",
+        "Message publishes by outcome (confirmed, not_connected, refused, in_doubt)."
+    );
+    describe_histogram!(
+        "chat_publish_confirm_seconds",
+        "Time from publish to the broker's confirm (or failure)."
+    );
+    describe_counter!(
+        "chat_publish_in_doubt_total",
+        "Publishes sent but neither confirmed nor refused (answered 503; the broker may hold them)."
+    );
+    describe_gauge!(
+        "chat_broker_connected",
+        "1 while the broker connection is up."
+    );
+    describe_histogram!(
+        "chat_number_batch_size",
+        "Message numbers allocated per Postgres statement."
+    );
+    describe_counter!(
+        "chat_number_collisions_total",
+        "Chat numbers found taken (Redis counter behind the database) and retried."
+    );
+}
+
+/// The chat process, ready to run.
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    common::metrics::install("chat");
+    describe_metrics();
+    let shutdown = Shutdown::new();
+    let pool = db::connect(&config.db).await?;
+    db::watch_pool(pool.clone(), shutdown.clone());
+    let redis = redis::Client::open(config.redis_url.as_str())
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+    let redis = redis::aio::ConnectionManager::new_with_config(
+        redis,
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2))),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot reach Redis at REDIS_URL: {e}"))?;
+    let broker = Broker::start(
+        &config.amqp_url,
+        &config.queue,
+        config.amqp_channels,
+        config.publish_timeout,
+        shutdown.clone(),
+    );
+    let probes = Probes::new(vec![
+        Box::new(PostgresProbe(pool.clone())),
+        Box::new(RedisProbe(redis.clone())),
+        Box::new(BrokerProbe(broker.clone())),
+    ]);
+    let state = AppState(Arc::new(Shared {
+        message_numbers: MessageNumbers::start(pool.clone()),
+        chat_numbers: ChatNumbers::new(redis, config.redis_key_prefix.clone()),
+        pool,
+        broker,
+        keys: Arc::new(JwtKeys::new(config.jwt_secret.as_bytes())),
+        directory: Directory::default(),
+        user_token_ttl: config.user_token_ttl,
+    }));
+    Application::bind(&config.common, router(state, probes), shutdown).await
+}

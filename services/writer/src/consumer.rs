@@ -1,0 +1,283 @@
+//! The writer's consume loop: deliveries gathered into batches (size or time bound, whichever
+//! comes first), each batch written in one statement, then acknowledged with one multiple-ack.
+//!
+//! What must not break: **ack only after the batch committed**. While Postgres is down the batch
+//! is retried with backoff and nothing is acknowledged (the broker keeps every message; the
+//! prefetch window stops further deliveries). A delivery that can never be written is rejected
+//! without requeue and dead-lettered — individually, before the batch's ack. If the channel breaks,
+//! the unacknowledged batch is dropped here and redelivered by the broker (to us or another
+//! writer); the idempotent insert makes that harmless. On shutdown the current batch is finished
+//! and acknowledged before the connection closes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use metrics::{counter, gauge, histogram};
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use common::server::Shutdown;
+
+use crate::Config;
+use crate::batch::{self, Row, WriteError};
+
+/// Why the consume loop returned.
+enum Stopped {
+    /// Shutdown requested; the last batch is written and acknowledged.
+    Shutdown,
+    /// The broker connection or channel failed: reconnect.
+    Broken(String),
+}
+
+/// Consumes until shutdown, reconnecting to the broker with backoff.
+pub async fn run(config: Config, pool: PgPool, connected: Arc<AtomicBool>, shutdown: Shutdown) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect(&config).await {
+            Ok((connection, channel)) => {
+                backoff = Duration::from_millis(100);
+                gauge!("writer_broker_connected").set(1.0);
+                connected.store(true, Ordering::Relaxed);
+                tracing::info!(queue = %config.queue, "consuming");
+                let stopped = consume(&config, &pool, &channel, &shutdown).await;
+                gauge!("writer_broker_connected").set(0.0);
+                connected.store(false, Ordering::Relaxed);
+                let _ = connection.close(200, "writer stopping".into()).await;
+                match stopped {
+                    Stopped::Shutdown => return,
+                    Stopped::Broken(why) => {
+                        tracing::warn!(reason = %why, "lost the broker; reconnecting")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the broker"),
+        }
+        tokio::select! {
+            _ = shutdown.token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn connect(config: &Config) -> lapin::Result<(Connection, Channel)> {
+    let connection = Connection::connect(
+        &config.amqp_url,
+        ConnectionProperties::default().with_connection_name("storm-writer".into()),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    chat::queue::declare(&channel, &config.queue).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+async fn consume(
+    config: &Config,
+    pool: &PgPool,
+    channel: &Channel,
+    shutdown: &Shutdown,
+) -> Stopped {
+    let mut consumer = match channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(consumer) => consumer,
+        Err(e) => return Stopped::Broken(format!("basic.consume: {e}")),
+    };
+    let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch_size);
+    let mut deadline = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.token.cancelled() => {
+                let _ = channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await;
+                return match flush(config, pool, channel, &mut batch, shutdown).await {
+                    Ok(()) => Stopped::Shutdown,
+                    Err(why) => Stopped::Broken(why),
+                };
+            }
+            _ = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
+                if let Err(why) = flush(config, pool, channel, &mut batch, shutdown).await {
+                    return Stopped::Broken(why);
+                }
+            }
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    if batch.is_empty() {
+                        deadline = Instant::now() + config.batch_max_wait;
+                    }
+                    batch.push(delivery);
+                    if batch.len() >= config.batch_size {
+                        if let Err(why) = flush(config, pool, channel, &mut batch, shutdown).await {
+                            return Stopped::Broken(why);
+                        }
+                    }
+                }
+                Some(Err(e)) => return Stopped::Broken(format!("consumer: {e}")),
+                None => return Stopped::Broken("the broker cancelled the consumer".into()),
+            },
+        }
+    }
+}
+
+/// Writes the batch (retrying while Postgres is unavailable), dead-letters what can never be
+/// written, then acknowledges everything up to the batch's last delivery tag. Leaves `batch` empty.
+async fn flush(
+    config: &Config,
+    pool: &PgPool,
+    channel: &Channel,
+    batch: &mut Vec<Delivery>,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
+    let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    histogram!("writer_batch_size").record(batch.len() as f64);
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut row_tags = Vec::with_capacity(batch.len());
+    for delivery in batch.iter() {
+        if delivery.redelivered {
+            counter!("writer_redeliveries_total").increment(1);
+        }
+        match batch::parse(&delivery.data) {
+            Ok(row) => {
+                rows.push(row);
+                row_tags.push(delivery.delivery_tag);
+            }
+            Err(why) => dead_letter(channel, delivery.delivery_tag, "malformed", &why).await?,
+        }
+    }
+    let inserted = write_with_retry(config, pool, channel, &rows, &row_tags, shutdown).await?;
+    let Some(inserted) = inserted else {
+        // Shutting down with Postgres still unavailable: leave the batch unacknowledged; the broker
+        // redelivers it when this connection closes.
+        batch.clear();
+        return Ok(());
+    };
+    counter!("writer_rows_written_total").increment(inserted);
+    counter!("writer_rows_skipped_total")
+        .increment(rows.len() as u64 - inserted.min(rows.len() as u64));
+    let now = chrono::Utc::now();
+    for row in &rows {
+        let lag = (now - row.created_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        histogram!("writer_end_to_end_lag_seconds").record(lag as f64 / 1e6);
+    }
+    channel
+        .basic_ack(last_tag, BasicAckOptions { multiple: true })
+        .await
+        .map_err(|e| format!("basic.ack after commit: {e}"))?;
+    histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
+    batch.clear();
+    Ok(())
+}
+
+/// `Some(rows inserted)` once the rows are committed (rows Postgres refuses are dead-lettered one
+/// by one); `None` when shutdown came while Postgres was still unavailable.
+async fn write_with_retry(
+    config: &Config,
+    pool: &PgPool,
+    channel: &Channel,
+    rows: &[Row],
+    tags: &[u64],
+    shutdown: &Shutdown,
+) -> Result<Option<u64>, String> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match batch::write(pool, rows).await {
+            Ok(inserted) => return Ok(Some(inserted)),
+            Err(WriteError::Rejected(e)) => {
+                tracing::warn!(error = %e, rows = rows.len(), "batch refused; writing rows one by one");
+                return write_one_by_one(config, pool, channel, rows, tags, shutdown).await;
+            }
+            Err(WriteError::Transient(e)) => {
+                counter!("writer_db_retries_total").increment(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "batch not written; retrying");
+                if shutdown.token.is_cancelled() {
+                    return Ok(None);
+                }
+                tokio::select! {
+                    _ = shutdown.token.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(config.retry_max);
+            }
+        }
+    }
+}
+
+/// Isolates the rows Postgres refuses (e.g. a chat that does not exist) after a batch failed.
+async fn write_one_by_one(
+    config: &Config,
+    pool: &PgPool,
+    channel: &Channel,
+    rows: &[Row],
+    tags: &[u64],
+    shutdown: &Shutdown,
+) -> Result<Option<u64>, String> {
+    let mut inserted = 0;
+    for (row, tag) in rows.iter().zip(tags) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match batch::write(pool, std::slice::from_ref(row)).await {
+                Ok(n) => {
+                    inserted += n;
+                    break;
+                }
+                Err(WriteError::Rejected(e)) => {
+                    dead_letter(channel, *tag, "rejected", &e.to_string()).await?;
+                    break;
+                }
+                Err(WriteError::Transient(_)) if shutdown.token.is_cancelled() => return Ok(None),
+                Err(WriteError::Transient(e)) => {
+                    counter!("writer_db_retries_total").increment(1);
+                    tracing::warn!(error = %e, "row not written; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.retry_max);
+                }
+            }
+        }
+    }
+    Ok(Some(inserted))
+}
+
+async fn dead_letter(
+    channel: &Channel,
+    tag: u64,
+    reason: &'static str,
+    why: &str,
+) -> Result<(), String> {
+    counter!("writer_dead_letters_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, error = why, "dead-lettering a message");
+    channel
+        .basic_nack(
+            tag,
+            BasicNackOptions {
+                multiple: false,
+                requeue: false,
+            },
+        )
+        .await
+        .map_err(|e| format!("basic.nack: {e}"))
+}
