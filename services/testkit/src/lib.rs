@@ -5,6 +5,9 @@
 //! Isolation: every spawned gateway gets its own `PUBSUB_PREFIX`, so tests share the machine's
 //! Redis without seeing each other's messages.
 
+pub mod chat_api;
+pub mod pg_server;
+pub mod rabbit_server;
 pub mod redis_server;
 pub mod ws;
 
@@ -18,6 +21,8 @@ use common::server::{Application, Shutdown};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub use pg_server::PgServer;
+pub use rabbit_server::RabbitServer;
 pub use redis_server::RedisServer;
 pub use ws::WsClient;
 
@@ -67,12 +72,16 @@ pub struct TestApp {
     pub settings: HashMap<String, String>,
     /// A database made for this instance, dropped by `stop`.
     owned_database: Option<String>,
+    /// A queue (and its dead-letter queue) made for this instance, deleted by `stop`.
+    owned_queue: Option<String>,
     shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 pub type TestGateway = TestApp;
 pub type TestMessages = TestApp;
+pub type TestChat = TestApp;
+pub type TestWriter = TestApp;
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
@@ -153,6 +162,9 @@ impl TestApp {
         if let Some(name) = &self.owned_database {
             drop_database(name).await;
         }
+        if let Some(queue) = &self.owned_queue {
+            delete_queue(&self.settings["AMQP_URL"], queue).await;
+        }
         result?
     }
 
@@ -190,6 +202,7 @@ fn start(app: Application, settings: HashMap<String, String>) -> TestApp {
         prefix: settings["PUBSUB_PREFIX"].clone(),
         settings,
         owned_database: None,
+        owned_queue: None,
         shutdown,
         task,
     }
@@ -207,23 +220,112 @@ pub async fn spawn_gateway(vars: &[(&str, &str)]) -> TestGateway {
 /// The machine's Postgres, as the tests reach it.
 pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// A fresh database name for one test: `storm_test_<hex>`.
+fn test_database_name() -> String {
+    unique("storm_test").replace('-', "_")
+}
+
+/// Adds `DATABASE_URL` for a new database unless `vars` has one; returns the name to drop.
+fn with_own_database<'a>(
+    vars: &mut Vec<(&'a str, &'a str)>,
+    url: &'a mut String,
+) -> Option<String> {
+    if vars.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        return None;
+    }
+    let name = test_database_name();
+    *url = format!("{POSTGRES}/{name}");
+    vars.push(("DATABASE_URL", url.as_str()));
+    Some(name)
+}
+
 /// Spawns a messages service with the test defaults and a database of its own (created by the
 /// service, as in production), overridden by `vars`.
 pub async fn spawn_messages(vars: &[(&str, &str)]) -> TestMessages {
-    let name = unique("storm_test").replace('-', "_");
-    let database = format!("{POSTGRES}/{name}");
     let mut vars = vars.to_vec();
-    let owned = !vars.iter().any(|(k, _)| *k == "DATABASE_URL");
-    if owned {
-        vars.push(("DATABASE_URL", database.as_str()));
-    }
+    let mut url = String::new();
+    let owned = with_own_database(&mut vars, &mut url);
     let settings = settings(&vars);
     let config = messages::Config::from_lookup(&Lookup::from_map(settings.clone()))
         .expect("test config is valid");
     let app = messages::build(config).await.expect("messages builds");
     let mut app = start(app, settings);
-    app.owned_database = owned.then_some(name);
+    app.owned_database = owned;
     app
+}
+
+/// The machine's RabbitMQ, as the tests reach it.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Spawns a chat service with the test defaults, a database, a queue and a Redis key prefix of its
+/// own, overridden by `vars`. Pair it with [`spawn_writer`]`(&chat.writer_vars())`.
+pub async fn spawn_chat(vars: &[(&str, &str)]) -> TestChat {
+    let mut vars = vars.to_vec();
+    let mut url = String::new();
+    let owned_database = with_own_database(&mut vars, &mut url);
+    let queue = format!("test.{}", unique("chat"));
+    let owned_queue = !vars.iter().any(|(k, _)| *k == "CHAT_QUEUE");
+    if owned_queue {
+        vars.push(("CHAT_QUEUE", queue.as_str()));
+    }
+    let key_prefix = format!("{}:", unique("test-chat"));
+    let mut defaults = vec![
+        ("AMQP_URL", AMQP_URL),
+        ("REDIS_KEY_PREFIX", key_prefix.as_str()),
+        ("PUBLISH_TIMEOUT_MS", "2000"),
+    ];
+    defaults.retain(|(k, _)| !vars.iter().any(|(v, _)| v == k));
+    vars.extend(defaults);
+    let settings = settings(&vars);
+    let config = chat::Config::from_lookup(&Lookup::from_map(settings.clone()))
+        .expect("test config is valid");
+    let app = chat::build(config).await.expect("chat builds");
+    let mut app = start(app, settings);
+    app.owned_database = owned_database;
+    app.owned_queue = owned_queue.then(|| app.settings["CHAT_QUEUE"].clone());
+    app
+}
+
+/// Spawns a writer with the test defaults, overridden by `vars` (which name its `DATABASE_URL`
+/// and `CHAT_QUEUE`: see [`TestApp::writer_vars`]).
+pub async fn spawn_writer(vars: &[(&str, &str)]) -> TestWriter {
+    let mut vars = vars.to_vec();
+    if !vars.iter().any(|(k, _)| *k == "AMQP_URL") {
+        vars.push(("AMQP_URL", AMQP_URL));
+    }
+    let settings = settings(&vars);
+    let config = writer::Config::from_lookup(&Lookup::from_map(settings.clone()))
+        .expect("test config is valid");
+    let app = writer::build(config).await.expect("writer builds");
+    start(app, settings)
+}
+
+impl TestApp {
+    /// The settings a writer needs to serve this chat service: its database, queue and broker.
+    pub fn writer_vars(&self) -> Vec<(&str, &str)> {
+        ["DATABASE_URL", "CHAT_QUEUE", "AMQP_URL"]
+            .into_iter()
+            .filter_map(|k| self.settings.get(k).map(|v| (k, v.as_str())))
+            .collect()
+    }
+}
+
+/// Deletes `queue` and its dead-letter queue from the broker at `url` (best effort).
+pub async fn delete_queue(url: &str, queue: &str) {
+    use lapin::options::QueueDeleteOptions;
+    let Ok(connection) =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        for name in [queue.to_string(), format!("{queue}.dead")] {
+            let _ = channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test done".into()).await;
 }
 
 /// Drops a test database (connections included).

@@ -125,10 +125,10 @@ async fn consume(
                         deadline = Instant::now() + config.batch_max_wait;
                     }
                     batch.push(delivery);
-                    if batch.len() >= config.batch_size {
-                        if let Err(why) = flush(config, pool, channel, &mut batch, shutdown).await {
-                            return Stopped::Broken(why);
-                        }
+                    if batch.len() >= config.batch_size
+                        && let Err(why) = flush(config, pool, channel, &mut batch, shutdown).await
+                    {
+                        return Stopped::Broken(why);
                     }
                 }
                 Some(Err(e)) => return Stopped::Broken(format!("consumer: {e}")),
