@@ -11,8 +11,8 @@ set -euo pipefail
 # <NAME>_PPROF_ADDR (e.g. GATEWAY_HTTP_ADDR=127.0.0.1:9080, GATEWAY_PPROF_ADDR= disables pprof).
 SERVICES=(
   "messages      storm-messages      8081  6061"
-  # "chat          storm-chat          8082  6062"
-  # "writer        storm-writer        8083  6063"
+  "chat          storm-chat          8082  6062"
+  "writer        storm-writer        8083  6063"
   # "interceptors  storm-interceptors  8185  6064"
   "gateway       storm-gateway       8080  6060  MESSAGES_URL=http://127.0.0.1:8081"
 )

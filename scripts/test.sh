@@ -2,9 +2,10 @@
 # test.sh — the project's one test command (CI runs it through .ci/run), for a fresh machine:
 # installs what is missing, makes sure Redis/Postgres/RabbitMQ answer, runs fmt, clippy and the
 # nextest suite and the self-test of the baselines pipeline, then starts the real service binaries
-# (messages, then the gateway in front of it) and checks them the way a performance engineer uses
-# them: a k6 smoke of the S0 scenario, every load scenario once in `run-all.sh --quick`, promtool on
-# each /metrics, go tool pprof on CPU and heap of each, and a clean exit on SIGTERM.
+# (messages, the gateway in front of it, chat and writer on a queue of their own) and checks them
+# the way a performance engineer uses them: a chat message from 202 to its row, a k6 smoke of the S0
+# scenario, every load scenario once in `run-all.sh --quick`, promtool on each /metrics, go tool
+# pprof on CPU and heap of each, and a clean exit on SIGTERM.
 set -euo pipefail
 
 usage() {
@@ -34,6 +35,8 @@ WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stormstack-test.XXXXXX")
 declare -A PID=() API=() PPROF=()
 LIVE_ORDER=()
 CI_DATABASE="storm_ci_$$"
+# The chat service and writer of this run talk over their own queue (never the stack's).
+CI_QUEUE="ci.chat.$$"
 
 step() {
   CURRENT_STEP=$1
@@ -54,6 +57,9 @@ on_exit() {
     fi
   done
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $CI_DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
+  for queue in "$CI_QUEUE" "$CI_QUEUE.dead"; do
+    timeout 20 rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+  done
   rm -rf "$WORK_DIR"
   if ((status != 0)); then
     echo "test.sh: FAILED at step '$CURRENT_STEP' (exit $status)"
@@ -154,16 +160,41 @@ BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
 GRACE_SECS=5
 SECRET=dev-secret
 
-step "live services: start messages, then the gateway in front of it"
+step "live services: messages, the gateway in front of it, chat and writer"
 start_live messages "$BIN_DIR/storm-messages" \
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE"
 start_live gateway "$BIN_DIR/storm-gateway" MESSAGES_URL="${API[messages]}"
+start_live chat "$BIN_DIR/storm-chat" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" \
+  CHAT_QUEUE="$CI_QUEUE" REDIS_KEY_PREFIX="ci-$$:chat:"
+start_live writer "$BIN_DIR/storm-writer" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" \
+  CHAT_QUEUE="$CI_QUEUE"
 BASE=${API[gateway]}
 [[ $(curl -sS "$BASE/healthz") == ok ]] || fail "GET /healthz did not answer 'ok'"
 token=$(JWT_SECRET=$SECRET bash scripts/gen-jwt.sh ci)
 posted=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
   -H 'Content-Type: application/json' -d '{"body":"hello from test.sh"}' "$BASE/api/v1/channels/ci/messages")
 [[ $posted == 201 ]] || fail "POST a channel message through the gateway answered $posted (expected 201)"
+
+# A chat user with one application and chat: the pprof traffic below posts into it.
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+CHAT=${API[chat]}
+chat_token=$(curl -sSf -H 'Content-Type: application/json' -d "{\"email\":\"ci-$$@example.com\",\"name\":\"ci\"}" \
+  "$CHAT/api/v1/users" | json_field token) || fail "POST /api/v1/users failed"
+chat_app=$(curl -sSf -H "Authorization: Bearer $chat_token" -H 'Content-Type: application/json' -d '{"name":"ci"}' \
+  "$CHAT/api/v1/applications" | json_field token) || fail "POST /api/v1/applications failed"
+curl -sSf -o /dev/null -X POST -H "Authorization: Bearer $chat_token" "$CHAT/api/v1/applications/$chat_app/chats" ||
+  fail "POST …/chats failed"
+CHAT_MESSAGES="$CHAT/api/v1/applications/$chat_app/chats/1/messages"
+accepted=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $chat_token" \
+  -H 'Content-Type: application/json' -d '{"body":"hello from test.sh"}' "$CHAT_MESSAGES")
+[[ $accepted == 202 ]] || fail "POST a chat message answered $accepted (expected 202)"
+for _ in {1..100}; do
+  [[ $(curl -sS -H "Authorization: Bearer $chat_token" "$CHAT_MESSAGES" | json_field messages) != "[]" ]] && break
+  sleep 0.1
+done
+[[ $(curl -sS -H "Authorization: Bearer $chat_token" "$CHAT_MESSAGES/1" | json_field body) == "hello from test.sh" ]] ||
+  fail "the writer did not store the accepted chat message within 10 s"
+echo "chat: message 1 accepted (202) and stored by the writer"
 
 step "live: k6 smoke of perf-load.js"
 SUMMARY_JSON="$WORK_DIR/perf-load-summary.json"
@@ -187,7 +218,8 @@ still_running
 # Every scenario of loadtest/scenarios.toml once, short and small (the debug generator is slow):
 # it fails on a crashed run, a 5xx, a lost or duplicated frame; no performance assertion.
 step "live: run-all.sh --quick (every load scenario, smoke)"
-RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="${PID[gateway]}" API_URL="${API[messages]}" JWT_SECRET=$SECRET \
+RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="${PID[gateway]}" API_URL="${API[messages]}" \
+  CHAT_URL="$CHAT" WRITER_URL="${API[writer]}" CHAT_QUEUE="$CI_QUEUE" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" JWT_SECRET=$SECRET \
   LOADGEN_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-loadgen" bash scripts/run-all.sh --quick ||
   fail "run-all.sh --quick failed (its smoke checks are above; results under loadtest/results/)"
 still_running
@@ -206,11 +238,16 @@ mkdir -p "$HOME" "$GOCACHE" "$PPROF_TMPDIR"
 for name in "${LIVE_ORDER[@]}"; do
   step "live $name: go tool pprof (CPU, 3 s)"
   # A little traffic while the profiler samples, so the profile is not empty (bounded: 300
-  # requests; channel messages go through the gateway to messages, so both see work).
+  # requests; channel messages go through the gateway to messages, chat messages through the
+  # chat service and the queue to the writer).
   (
     for _ in {1..300}; do
-      curl -s -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-        -d '{"body":"pprof"}' "$BASE/api/v1/channels/ci-pprof/messages" || true
+      case $name in
+        chat | writer) curl -s -o /dev/null -H "Authorization: Bearer $chat_token" \
+          -H 'Content-Type: application/json' -d '{"body":"pprof"}' "$CHAT_MESSAGES" || true ;;
+        *) curl -s -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+          -d '{"body":"pprof"}' "$BASE/api/v1/channels/ci-pprof/messages" || true ;;
+      esac
     done
   ) &
   LOAD_PID=$!
@@ -228,8 +265,9 @@ for name in "${LIVE_ORDER[@]}"; do
   still_running
 done
 
-# The gateway first (it fronts messages), then messages.
-for name in gateway messages; do
+# The gateway first (it fronts messages), then messages; the chat service before the writer,
+# which drains the queue and acknowledges its last batch before it exits.
+for name in gateway messages chat writer; do
   step "live $name: SIGTERM exits 0 within ${GRACE_SECS}s"
   pid=${PID[$name]}
   started=$SECONDS
