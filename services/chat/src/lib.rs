@@ -165,8 +165,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     common::metrics::install("chat");
     describe_metrics();
     let shutdown = Shutdown::new();
-    let pool = db::connect(&config.db).await?;
-    db::watch_pool(pool.clone(), shutdown.clone());
+    let pool = db::connect_watched(&config.db, &shutdown).await?;
     let redis = redis::Client::open(config.redis_url.as_str())
         .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
     let redis = redis::aio::ConnectionManager::new_with_config(

@@ -63,6 +63,14 @@ impl DbConfig {
     }
 }
 
+/// [`connect`], and the pool's gauge sampled until `shutdown`: what every service with a database
+/// does at start.
+pub async fn connect_watched(config: &DbConfig, shutdown: &Shutdown) -> anyhow::Result<PgPool> {
+    let pool = connect(config).await?;
+    watch_pool(pool.clone(), shutdown.clone());
+    Ok(pool)
+}
+
 /// Creates the database if it is missing, applies migrations (unless `MIGRATE=false`) and returns
 /// the pool. Postgres still starting is waited for (bounded); anything else fails start-up.
 pub async fn connect(config: &DbConfig) -> anyhow::Result<PgPool> {

@@ -107,8 +107,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     common::metrics::install("messages");
     describe_metrics();
     let shutdown = Shutdown::new();
-    let pool = db::connect(&config.db).await?;
-    db::watch_pool(pool.clone(), shutdown.clone());
+    let pool = db::connect_watched(&config.db, &shutdown).await?;
     let publisher = Publisher::new(
         "messages",
         &config.redis_url,

@@ -203,19 +203,42 @@ async fn write_with_retry(
     tags: &[u64],
     shutdown: &Shutdown,
 ) -> Result<Option<u64>, String> {
+    let refused = match write_until_done(config, pool, rows, shutdown).await {
+        None => return Ok(None),
+        Some(Ok(inserted)) => return Ok(Some(inserted)),
+        Some(Err(refused)) => refused,
+    };
+    // Isolate the rows Postgres refuses (e.g. a chat that does not exist).
+    tracing::warn!(error = %refused, rows = rows.len(), "batch refused; writing rows one by one");
+    let mut inserted = 0;
+    for (row, tag) in rows.iter().zip(tags) {
+        match write_until_done(config, pool, std::slice::from_ref(row), shutdown).await {
+            None => return Ok(None),
+            Some(Ok(n)) => inserted += n,
+            Some(Err(e)) => dead_letter(channel, *tag, "rejected", &e.to_string()).await?,
+        }
+    }
+    Ok(Some(inserted))
+}
+
+/// Writes `rows`, retrying with backoff while Postgres is unavailable: `Some(Ok(inserted))`,
+/// `Some(Err(_))` when Postgres refuses the rows themselves, `None` on shutdown before success.
+async fn write_until_done(
+    config: &Config,
+    pool: &PgPool,
+    rows: &[Row],
+    shutdown: &Shutdown,
+) -> Option<Result<u64, sqlx::Error>> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match batch::write(pool, rows).await {
-            Ok(inserted) => return Ok(Some(inserted)),
-            Err(WriteError::Rejected(e)) => {
-                tracing::warn!(error = %e, rows = rows.len(), "batch refused; writing rows one by one");
-                return write_one_by_one(config, pool, channel, rows, tags, shutdown).await;
-            }
+            Ok(inserted) => return Some(Ok(inserted)),
+            Err(WriteError::Rejected(e)) => return Some(Err(e)),
             Err(WriteError::Transient(e)) => {
                 counter!("writer_db_retries_total").increment(1);
-                tracing::warn!(error = %e, retry_in = ?backoff, "batch not written; retrying");
+                tracing::warn!(error = %e, retry_in = ?backoff, "rows not written; retrying");
                 if shutdown.token.is_cancelled() {
-                    return Ok(None);
+                    return None;
                 }
                 tokio::select! {
                     _ = shutdown.token.cancelled() => {}
@@ -225,41 +248,6 @@ async fn write_with_retry(
             }
         }
     }
-}
-
-/// Isolates the rows Postgres refuses (e.g. a chat that does not exist) after a batch failed.
-async fn write_one_by_one(
-    config: &Config,
-    pool: &PgPool,
-    channel: &Channel,
-    rows: &[Row],
-    tags: &[u64],
-    shutdown: &Shutdown,
-) -> Result<Option<u64>, String> {
-    let mut inserted = 0;
-    for (row, tag) in rows.iter().zip(tags) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match batch::write(pool, std::slice::from_ref(row)).await {
-                Ok(n) => {
-                    inserted += n;
-                    break;
-                }
-                Err(WriteError::Rejected(e)) => {
-                    dead_letter(channel, *tag, "rejected", &e.to_string()).await?;
-                    break;
-                }
-                Err(WriteError::Transient(_)) if shutdown.token.is_cancelled() => return Ok(None),
-                Err(WriteError::Transient(e)) => {
-                    counter!("writer_db_retries_total").increment(1);
-                    tracing::warn!(error = %e, "row not written; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.retry_max);
-                }
-            }
-        }
-    }
-    Ok(Some(inserted))
 }
 
 async fn dead_letter(

@@ -79,8 +79,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     common::metrics::install("writer");
     describe_metrics();
     let shutdown = Shutdown::new();
-    let pool = db::connect(&config.db).await?;
-    db::watch_pool(pool.clone(), shutdown.clone());
+    let pool = db::connect_watched(&config.db, &shutdown).await?;
     let connected = Arc::new(AtomicBool::new(false));
     let probes = Probes::new(vec![
         Box::new(PostgresProbe(pool.clone())),
