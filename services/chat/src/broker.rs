@@ -37,6 +37,8 @@ struct Inner {
     next_channel: AtomicUsize,
     /// Woken by a publish that saw the connection fail, so the supervisor need not wait for its poll.
     broken: Notify,
+    /// Publishes waiting for their confirm: shutdown closes the connection only once this is 0.
+    in_flight: AtomicUsize,
 }
 
 /// Cloneable handle to the publisher.
@@ -83,8 +85,12 @@ impl Broker {
             link: RwLock::new(None),
             next_channel: AtomicUsize::new(0),
             broken: Notify::new(),
+            in_flight: AtomicUsize::new(0),
         }));
-        tokio::spawn(broker.clone().supervise(shutdown));
+        // Tracked: the process waits (within its grace period) for the connection to close cleanly.
+        shutdown
+            .tasks
+            .spawn(broker.clone().supervise(shutdown.clone()));
         broker
     }
 
@@ -98,7 +104,9 @@ impl Broker {
     /// Publishes `payload` persistently to the queue and waits for the broker's confirm.
     pub async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
         let result = self.publish_confirmed(payload).await;
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         let outcome = match result {
             Ok(()) => "confirmed",
             Err(PublishError::NotConnected) => "not_connected",
@@ -168,10 +176,12 @@ impl Broker {
                     gauge!("chat_broker_connected").set(1.0);
                     tracing::info!(channels = self.0.channel_count, "connected to the broker");
                     let lost = self.watch(&link, &shutdown).await;
-                    *self.0.link.write().await = None;
+                    if lost {
+                        *self.0.link.write().await = None;
+                    }
                     gauge!("chat_broker_connected").set(0.0);
                     if !lost {
-                        let _ = link.connection.close(200, "shutting down".into()).await;
+                        self.close_when_idle(&link).await;
                         return;
                     }
                     tracing::warn!("lost the broker connection; reconnecting");
@@ -208,6 +218,22 @@ impl Broker {
             connection,
             channels,
         })
+    }
+
+    /// On shutdown: requests still being served keep publishing on the link; it closes once no
+    /// publish has been in flight for a moment (the HTTP server has drained by then).
+    async fn close_when_idle(&self, link: &Link) {
+        let mut quiet_polls = 0;
+        while quiet_polls < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.0.in_flight.load(Ordering::SeqCst) == 0 {
+                quiet_polls += 1;
+            } else {
+                quiet_polls = 0;
+            }
+        }
+        *self.0.link.write().await = None;
+        let _ = link.connection.close(200, "shutting down".into()).await;
     }
 
     /// Returns true when the link broke, false on shutdown.

@@ -345,3 +345,69 @@ async fn messages_read_back_paged_by_number_and_found_by_stemmed_search() {
     writer.stop().await.unwrap();
     chat.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_in_flight_writes_and_every_202_is_stored() {
+    let chat = spawn_chat(&[]).await;
+    let writer = spawn_writer(&chat.writer_vars()).await;
+    let client = http();
+    let user = chat.sign_up(&client).await;
+    let app = chat.create_application(&client, &user).await;
+    chat.create_chat(&client, &user, &app).await;
+    let url = chat.url(&format!("/api/v1/applications/{app}/chats/1/messages"));
+    let posters: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url, token) = (http(), url.clone(), user.token.clone());
+            tokio::spawn(async move {
+                let (mut accepted, mut unavailable) = (Vec::new(), 0);
+                loop {
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({"body": "draining"}))
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 202 => {
+                            let body: serde_json::Value = r.json().await.unwrap();
+                            accepted.push(body["number"].as_i64().unwrap() as i32);
+                        }
+                        Ok(r) if r.status() == 503 => unavailable += 1,
+                        Ok(r) => panic!("unexpected {}", r.status()),
+                        // The server has stopped accepting: nothing more was sent.
+                        Err(_) => return (accepted, unavailable),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    chat.shutdown_handle().trigger();
+    let (mut accepted, mut unavailable) = (Vec::new(), 0);
+    for poster in posters {
+        let (a, u) = poster.await.unwrap();
+        accepted.extend(a);
+        unavailable += u;
+    }
+    assert_eq!(
+        unavailable, 0,
+        "requests in flight at SIGTERM still get their confirm and 202"
+    );
+    let pool = chat.database().await;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            stored_numbers(&pool, &app, 1).await.len() >= accepted.len()
+        })
+        .await
+    );
+    let audit = Audit::of(&accepted, &stored_numbers(&pool, &app, 1).await);
+    println!("graceful shutdown: {audit:?}");
+    assert!(audit.accepted > 50, "the load ran");
+    assert!(
+        audit.lost.is_empty() && audit.duplicated.is_empty(),
+        "{audit:?}"
+    );
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
