@@ -483,6 +483,12 @@ const RESERVED_ELSEWHERE: [u16; 1] = [25672];
 pub(crate) fn reserve_port() -> PortLock {
     let dir = private_base().join("ports");
     fs::create_dir_all(&dir).expect("ports dir");
+    // Free the reservations of test processes killed before their `Drop`.
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if read_pid(&entry.path()).is_some_and(|pid| !pid_alive(pid)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
     for _ in 0..1000 {
         let port = 20000 + (Uuid::new_v4().as_u128() % 12000) as u16;
         if RESERVED_ELSEWHERE.contains(&port) {
