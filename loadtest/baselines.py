@@ -4,8 +4,8 @@
 scripts/run-all.sh owns the stack and the tools and calls `run`; the other commands stand alone:
 
   baselines.py list    [--only a,b] [--tools]     the scenarios (or the tools they need); exit 2 on an unknown name
-  baselines.py run     --gateway URL --results DIR [--loadgen BIN] [--quick] [--repeats N] [--only a,b]
-                       [--gateway-pid PID] [--baselines PATH]
+  baselines.py run     --gateway URL --results DIR [--chat URL] [--loadgen BIN] [--quick] [--repeats N]
+                       [--only a,b] [--gateway-pid PID] [--baselines PATH]
   baselines.py report  --results DIR [--out PATH] [--baselines PATH]   rebuild the Markdown from a results dir
 
 A results dir is self-contained: run.json (what ran, how, exit status, CPU time), a copy of the
@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "loadtest" / "scenarios.toml"
 BASELINES = ROOT / "loadtest" / "BASELINES.md"
 RUN_SCHEMA = "stormstack-run-all/1"
+DEFAULT_CHAT_URL = "http://127.0.0.1:8082"
 LOADGEN_SCHEMA = "storm-loadgen/1"
 NOTES_BEGIN = "<!-- notes:begin — hand-written; scripts/run-all.sh keeps everything up to notes:end -->"
 NOTES_END = "<!-- notes:end -->"
@@ -245,6 +246,18 @@ def _loadgen_problems(result: dict) -> list[str]:
             problems.append("transport errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
         if not n("requests.completed"):
             problems.append("no request completed")
+    elif result.get("kind") == "chat":
+        for op in ("writes", "reads"):
+            for cls in ("4xx", "5xx"):
+                if n(f"{op}.status.{cls}"):
+                    problems.append(f"{n(f'{op}.status.{cls}')} {cls} answers to {op}")
+            errors = {k: int(v) for k, v in ((result.get(op) or {}).get("errors") or {}).items() if v}
+            if errors:
+                problems.append(f"{op} transport errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+            if not n(f"{op}.completed"):
+                problems.append(f"no {op[:-1]} completed")
+        if n("accepted.unparsed"):
+            problems.append(f"{n('accepted.unparsed')} write answers without a message number")
     elif result.get("kind") == "ws":
         for path, what in [
             ("frames.lost", "lost frames"),
@@ -333,11 +346,18 @@ def display_command(argv: list[str], env: dict[str, str]) -> str:
     return (prefix + " " if prefix else "") + shlex.join(rel(a) for a in argv)
 
 
-def shown_env(argv: list[str], extra_env: dict[str, str], gateway: str) -> dict[str, str]:
-    """The environment worth showing beside a command: GATEWAY_URL only when it is not in argv."""
-    if any(gateway in a for a in argv):
+def shown_env(argv: list[str], extra_env: dict[str, str], gateway: str, chat: str | None = None) -> dict[str, str]:
+    """The environment worth showing beside a command: GATEWAY_URL only when neither it nor the
+    chat service's URL is in argv or the extra env (a chat scenario does not talk to the gateway)."""
+    shown = argv + list(extra_env.values())
+    if any(gateway in a for a in argv) or (chat and any(chat in a for a in shown)):
         return dict(extra_env)
     return {"GATEWAY_URL": gateway, **extra_env}
+
+
+def uses_chat(scenario: Scenario) -> bool:
+    """Whether a scenario talks to the chat service ({chat} in its command or env)."""
+    return any("{chat}" in part for part in scenario.command + list(scenario.env.values()))
 
 
 def quick_changes(scenario: Scenario) -> str:
@@ -404,13 +424,15 @@ def execute(
         "tool": scenario.tool,
         "argv": argv,
         "env": extra_env,
-        "display": display_command(argv, shown_env(argv, extra_env, subst["gateway"])),
+        "display": display_command(argv, shown_env(argv, extra_env, subst["gateway"], subst.get("chat"))),
         "result": out.name,
         "log": log_path.name,
         "problems": [],
         "notes": [],
     }
     env = {**os.environ, "GATEWAY_URL": subst["gateway"], **extra_env}
+    if subst.get("chat"):
+        env.setdefault("CHAT_URL", subst["chat"])
     cpu_before, gw_before = children_cpu_seconds(), proc_cpu_seconds(gateway_pid)
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
@@ -513,6 +535,14 @@ def gateway_info(url: str, pid: int | None) -> dict:
     return info
 
 
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
 def tool_version(argv: list[str]) -> str | None:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
@@ -542,7 +572,8 @@ def cmd_run(args) -> int:
     needs_loadgen = any(s.tool == "loadgen" for s in selected)
     if needs_loadgen and not (loadgen and os.access(loadgen, os.X_OK)):
         raise UsageError(f"storm-loadgen not found or not executable: {args.loadgen or '(none given)'}")
-    subst = {"gateway": gateway, "loadgen": loadgen}
+    chat = (args.chat or os.environ.get("CHAT_URL") or DEFAULT_CHAT_URL).rstrip("/")
+    subst = {"gateway": gateway, "loadgen": loadgen, "chat": chat}
 
     run: dict = {
         "schema": RUN_SCHEMA,
@@ -553,6 +584,7 @@ def cmd_run(args) -> int:
         "commit": commit_id(),
         "machine": machine_info(),
         "gateway": gateway_info(gateway, args.gateway_pid),
+        "chat": {"url": chat} if any(uses_chat(s) for s in selected) else None,
         "tools": {},
         "calibrate": None,
         "runs": [],
@@ -584,6 +616,9 @@ def cmd_run(args) -> int:
             save()
         else:
             log("storm-loadgen not given: no generator calibration (only k6 scenarios selected)")
+        if run["chat"] and not http_ok(f"{chat}/ready"):
+            log(f"warning: the chat service at {chat} does not answer /ready with 200: its scenarios will fail "
+                "(start it, or set CHAT_URL)")
         for scenario in selected:
             for repeat in range(1, repeats + 1):
                 done += 1
@@ -836,6 +871,8 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
     if admission.get("workers") is not None:
         gw += f", admission {admission['workers']} workers + {admission.get('queue_capacity')} queued"
     out.append(gw + ".")
+    if (run.get("chat") or {}).get("url") and any(uses_chat(s) for s in ran):
+        out.append(f"- **Chat service** (S4): {run['chat']['url']}.")
     if tools:
         out.append("- **Generators**: " + ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in tools.items()) + ".")
     out.append(
@@ -978,6 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tools", action="store_true", help="print the tools the selection needs")
     p = sub.add_parser("run", help="run the scenarios, then write the report")
     p.add_argument("--gateway", required=True)
+    p.add_argument("--chat", default=None, help=f"the chat service, {{chat}} (default $CHAT_URL, else {DEFAULT_CHAT_URL})")
     p.add_argument("--results", required=True)
     p.add_argument("--loadgen", default="")
     p.add_argument("--quick", action="store_true")

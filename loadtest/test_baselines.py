@@ -48,6 +48,10 @@ if kind == "ws":
     data["frames"]["frames_per_s"] = round(data["frames"]["frames_per_s"] * scale, 1)
     if os.environ.get("FAKE_LOST") and repeat == int(os.environ["FAKE_LOST"]):
         data["frames"]["lost"] = 3
+if kind == "chat":
+    data["writes"]["latency_ms"]["p99"] = round(data["writes"]["latency_ms"]["p99"] * scale, 3)
+    if os.environ.get("FAKE_CHAT_503"):
+        data["writes"]["status"]["5xx"] = int(os.environ["FAKE_CHAT_503"])
 data["command"] = "storm-loadgen " + " ".join(args)
 json.dump(data, open(out, "w"))
 print("fake storm-loadgen", kind, "->", out)
@@ -63,7 +67,8 @@ script = [a for a in sys.argv[1:] if a.endswith(".js")][-1]
 data = json.load(open(os.path.join(os.environ["FAKE_FIXTURES"], f"k6-{os.path.basename(script)[:-3]}.json")))
 if os.environ.get("FAKE_PUBSUB_LOST") and "pubsub" in data:
     data["pubsub"]["frames_received"] -= int(os.environ["FAKE_PUBSUB_LOST"])
-data["config"] = {k: os.environ.get(k) for k in ("MODE", "DURATION", "PUB_VUS", "WS_VUS", "GATEWAY_URL", "ACCESS_TOKEN")}
+data["config"] = {k: os.environ.get(k) for k in ("MODE", "DURATION", "PUB_VUS", "WS_VUS", "GATEWAY_URL", "ACCESS_TOKEN",
+                                                "CHAT_URL", "WRITE_RATE")}
 json.dump(data, open(os.environ["SUMMARY_JSON"], "w"))
 sys.exit(int(os.environ.get("FAKE_K6_EXIT", "0")))
 '''
@@ -94,6 +99,7 @@ class FakeTools:
         env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "FAKE_FIXTURES": str(FIXTURES)}
         env.pop("RUN_ALL_ONLY", None)
         env.pop("REPEATS", None)
+        env.pop("CHAT_URL", None)
         return {**env, **extra}
 
 
@@ -111,7 +117,7 @@ class Base(unittest.TestCase):
 
     def run_baselines(self, *extra: str, **env) -> subprocess.CompletedProcess:
         argv = [sys.executable, str(HERE / "baselines.py"), "run", "--gateway", "http://127.0.0.1:9",
-                "--results", str(self.results), "--loadgen", str(self.tools.loadgen),
+                "--chat", "http://127.0.0.1:7", "--results", str(self.results), "--loadgen", str(self.tools.loadgen),
                 "--baselines", str(self.baselines), *extra]
         return subprocess.run(argv, cwd=ROOT, env=self.tools.env(**env), capture_output=True, text=True, timeout=120)
 
@@ -141,6 +147,7 @@ class ManifestTest(unittest.TestCase):
         shapes = {
             "http": json.loads((FIXTURES / "loadgen-http.json").read_text()),
             "ws": json.loads((FIXTURES / "loadgen-ws.json").read_text()),
+            "chat": json.loads((FIXTURES / "loadgen-chat.json").read_text()),
         }
         for scenario in manifest.scenarios:
             if scenario.tool == "k6":
@@ -185,6 +192,23 @@ class ManifestTest(unittest.TestCase):
                                 "--drain", "1s"])
         self.assertEqual(env, {"A": "2"})
 
+    def test_chat_placeholder_is_the_chat_service(self):
+        manifest = baselines.load_manifest()
+        [loadgen] = [s for s in manifest.scenarios if s.name == "s4-chat-api"]
+        [k6] = [s for s in manifest.scenarios if s.name == "s4-chat-api-k6"]
+        subst = {"loadgen": "/bin/lg", "gateway": "http://g", "chat": "http://c:8082", "out": "/o.json"}
+        argv, _ = baselines.render_command(loadgen, False, subst)
+        self.assertEqual(argv[:4], ["/bin/lg", "chat", "--url", "http://c:8082"])
+        self.assertIn("--no-fail-exit", argv)  # a FAIL is a row in the table, not a failed run
+        argv, env = baselines.render_command(k6, True, subst)
+        self.assertEqual((env["CHAT_URL"], env["DURATION"], env["WRITE_RATE"]), ("http://c:8082", "3s", "20"))
+        # no GATEWAY_URL beside a command that does not talk to the gateway
+        self.assertEqual(baselines.shown_env(argv, env, "http://g", "http://c:8082"), env)
+        self.assertEqual(baselines.shown_env(["k6", "x.js"], {}, "http://g", "http://c:8082"), {"GATEWAY_URL": "http://g"})
+        argv, _ = baselines.render_command(loadgen, True, subst)
+        self.assertEqual(argv[argv.index("--duration") + 1], "3s")
+        self.assertEqual(argv[argv.index("--warmup") + 1], "1s")
+
 
 class FormatTest(unittest.TestCase):
     def test_figures(self):
@@ -219,6 +243,11 @@ class FullRunTest(Base):
         self.assertIn("## S3 — worker-pool web framework (S3 endpoints)", text)
         self.assertLess(text.index("## S0"), text.index("## S3"))
         self.assertIn("HTTP 152,340 req/s over 64 connections", text)
+        self.assertIn("## S4 — Chat API", text)
+        self.assertIn("- **Chat service** (S4): http://127.0.0.1:7.", text)
+        self.assertEqual(self.table_row(text, "s4-chat-api", "write throughput")[3], "≥ 5,000 writes/s (the whole target rate)")
+        self.assertEqual(self.table_row(text, "s4-chat-api-k6", "write p99")[3], "≤ 50 ms")
+        self.assertIn("storm-loadgen chat --url http://127.0.0.1:7 --writes 5000", text)
         self.assertIn("- **Commit**: `", text)
         self.assertEqual(self.table_row(text, "s3-echo-throughput", "throughput"),
                          ["`s3-echo-throughput`", "throughput", "50,000+ req/s sustained (simulated)", "≥ 50,000 req/s",
@@ -285,6 +314,16 @@ class QuickRunTest(Base):
         # an HTTP-only k6 script is not asked for WebSocket messages
         self.assertNotIn("SMOKE FAIL s2-call-state-updates", proc.stderr)
 
+    def test_quick_chat_run_fails_on_a_5xx_and_reaches_the_chat_service(self):
+        proc = self.run_baselines("--quick", "--only", "s4-chat-api,s4-chat-api-k6", FAKE_CHAT_503="3")
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("SMOKE FAIL s4-chat-api run 1: 3 5xx answers to writes", proc.stderr)
+        self.assertIn("chat service at http://127.0.0.1:7 does not answer /ready", proc.stderr)
+        chat = json.loads((self.results / "s4-chat-api.r1.json").read_text())
+        self.assertIn("chat --url http://127.0.0.1:7 --writes 50 --reads 100", chat["command"])
+        k6 = json.loads((self.results / "s4-chat-api-k6.r1.json").read_text())
+        self.assertEqual((k6["config"]["CHAT_URL"], k6["config"]["WRITE_RATE"]), ("http://127.0.0.1:7", "20"))
+
     def test_k6_threshold_exit_99_is_a_result_not_a_crash(self):
         proc = self.run_baselines("--quick", "--only", "s0-perf-load-baseline", FAKE_K6_EXIT="99")
         self.assertEqual(proc.returncode, 0, proc.stderr)
@@ -314,6 +353,7 @@ class RunAllShTest(Base):
             (("--quick", "x"), {}, "too many arguments"),
             (("--quick",), {"REPEATS": "0"}, "REPEATS must be a positive integer"),
             (("--quick",), {"RUN_ALL_ONLY": "s3-users,nope"}, "unknown scenario 'nope'"),
+            (("--quick",), {"CHAT_URL": "localhost:8082"}, "CHAT_URL must be http(s)://host:port"),
         ]:
             with self.subTest(args=args, env=env):
                 proc = self.run_all(*args, **env)
@@ -328,14 +368,16 @@ class RunAllShTest(Base):
         self.addCleanup(server.shutdown)
         url = f"http://127.0.0.1:{server.server_address[1]}"
         proc = self.run_all("--quick", RUN_ALL_NO_STACK="1", GATEWAY_URL=url, LOADGEN_BIN=str(self.tools.loadgen),
-                            RUN_ALL_ONLY="s3-users,s0-perf-load-baseline", RUN_ALL_RESULTS_DIR=str(self.results),
-                            GATEWAY_PID=str(os.getpid()))
+                            RUN_ALL_ONLY="s3-users,s0-perf-load-baseline,s4-chat-api", RUN_ALL_RESULTS_DIR=str(self.results),
+                            GATEWAY_PID=str(os.getpid()), CHAT_URL=url + "/")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         [run_dir] = list(self.results.iterdir())
         self.assertRegex(run_dir.name, r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-quick$")
         report = (run_dir / "BASELINES.quick.md").read_text()
         self.assertIn("admission 3350 workers + 1650 queued", report)
         self.assertRegex(report, re.escape(f"GATEWAY_URL={url} MODE=baseline"))
+        # CHAT_URL reaches the chat scenario as {chat}, without its trailing slash
+        self.assertIn(f"storm-loadgen chat --url {url} --writes 50", report)
 
     def test_no_stack_needs_a_ready_gateway(self):
         proc = self.run_all("--quick", RUN_ALL_NO_STACK="1", GATEWAY_URL="http://127.0.0.1:9", RUN_ALL_ONLY="s3-users")

@@ -33,6 +33,7 @@ it). A stack that was already running is left running.
 
 Env:
   GATEWAY_URL          the gateway (default http://127.0.0.1:8080)
+  CHAT_URL             the chat service, for the S4 scenarios (default http://127.0.0.1:8082)
   RUN_ALL_NO_STACK=1   never start or stop the stack: GATEWAY_URL must answer /ready (test.sh)
   GATEWAY_PID          the gateway's pid, for its CPU share per run (default: STACK_DIR/gateway.pid)
   LOADGEN_BIN          storm-loadgen (default target/release/storm-loadgen, else target/debug/…)
@@ -75,6 +76,9 @@ fi
 GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
 GATEWAY_URL=${GATEWAY_URL%/}
 [[ $GATEWAY_URL =~ ^https?://[^/]+$ ]] || usage_error "GATEWAY_URL must be http(s)://host:port, got '$GATEWAY_URL'"
+CHAT_URL=${CHAT_URL:-http://127.0.0.1:8082}
+CHAT_URL=${CHAT_URL%/}
+[[ $CHAT_URL =~ ^https?://[^/]+$ ]] || usage_error "CHAT_URL must be http(s)://host:port, got '$CHAT_URL'"
 REPEATS=${REPEATS:-}
 [[ -z $REPEATS || $REPEATS =~ ^[1-9][0-9]*$ ]] || usage_error "REPEATS must be a positive integer, got '$REPEATS'"
 [[ -z ${GATEWAY_PID:-} || ${GATEWAY_PID} =~ ^[0-9]+$ ]] || usage_error "GATEWAY_PID must be a pid, got '$GATEWAY_PID'"
@@ -135,7 +139,7 @@ fi
 # --- the runs --------------------------------------------------------------------------------------------
 results_dir="${RUN_ALL_RESULTS_DIR:-loadtest/results}/$(date -u +%Y-%m-%dT%H-%M-%SZ)${QUICK:+-quick}"
 log "results: $results_dir"
-args=(run --gateway "$GATEWAY_URL" --results "$results_dir" --loadgen "${LOADGEN_BIN:-}")
+args=(run --gateway "$GATEWAY_URL" --chat "$CHAT_URL" --results "$results_dir" --loadgen "${LOADGEN_BIN:-}")
 [[ -z $QUICK ]] || args+=(--quick)
 [[ -z $REPEATS ]] || args+=(--repeats "$REPEATS")
 [[ -z ${RUN_ALL_ONLY:-} ]] || args+=(--only "$RUN_ALL_ONLY")

@@ -136,7 +136,7 @@ pub async fn run_calibrate(
         Dispatcher::closed(start, config.duration),
         Duration::from_secs(5),
     ));
-    let totals = engine::run_engine(
+    let (totals, _) = engine::run_engine(
         engine.clone(),
         senders,
         config.duration,

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::calibrate::CalibrateConfig;
+use crate::chat::ChatConfig;
 use crate::engine::HttpConfig;
 use crate::target::Target;
 use crate::ws::WsConfig;
@@ -20,14 +21,18 @@ const ABOUT: &str = "stormstack's native load generator.\n\n\
 intended send time, so a stalling server cannot hide its queue (coordinated omission corrected, as \
 wrk2 does); --concurrency runs a closed model for comparison. `ws` measures WebSocket fan-out \
 through the gateway: frames/s delivered, lost and duplicated frames per subscriber, and delivery \
-latency from publish to frame. `calibrate` measures the generator's own ceiling on this machine.\n\n\
+latency from publish to frame. `chat` is the S4 Chat API test (writes and reads at two target \
+rates, the source's phases, progress lines and PASS/FAIL). `calibrate` measures the generator's \
+own ceiling on this machine.\n\n\
 Every latency goes into an HDR histogram (no sampling). Targets must be localhost or loopback. \
-Exit status: 0 the run completed (read the report for errors), 1 it could not run, 2 bad arguments.";
+Exit status: 0 the run completed (read the report for errors), 1 it could not run, 2 bad arguments; \
+`chat` also exits 1 on FAIL unless --no-fail-exit.";
 
 const EXAMPLES: &str = "Examples:\n  \
 storm-loadgen http --url http://127.0.0.1:8080/api/echo --method POST -H 'Content-Type: application/json' --body '{\"hello\":1}' --rate 20000 --duration 30s\n  \
 storm-loadgen http --url http://127.0.0.1:8080/api/users --concurrency 64 --duration 20s --json users.json\n  \
 storm-loadgen ws --url http://127.0.0.1:8080 --subscribers 5000 --rate 100 --duration 30s\n  \
+storm-loadgen chat --url http://127.0.0.1:8082 --writes 5000 --reads 10000 --duration 30s --workers 100 --json chat.json --accepted chat.accepted\n  \
 storm-loadgen calibrate";
 
 #[derive(Debug, Parser)]
@@ -43,6 +48,8 @@ pub enum Command {
     Http(HttpArgs),
     /// WebSocket fan-out through the gateway: N subscribers, events published at a set rate
     Ws(WsArgs),
+    /// The S4 Chat API test: message writes and chat/message reads at two target rates, PASS/FAIL
+    Chat(ChatArgs),
     /// Measure the generator's own ceiling on this machine (HTTP req/s and WebSocket frames/s)
     Calibrate(CalibrateArgs),
 }
@@ -145,6 +152,63 @@ pub struct WsArgs {
     pub common: CommonArgs,
 }
 
+const CHAT_AFTER_HELP: &str = "\
+Phases (the source's): 1 setup — --workers users, one application each, --chats-per-app chats in \
+each; 2 warm-up — --warmup at --warmup-rate % of both rates, not recorded; 3 the test — writes \
+(POST a message of 20–200 characters to a random chat) and reads (even requests list a page of \
+chats, odd ones a page of messages of a random chat) on two open-model timetables at once, every \
+request recorded from its intended send time. The --workers connections are pre-opened and split \
+between writes and reads in proportion to their rates.\n\n\
+PASS: throughput ≥ 100 % of each target and success ≥ 99.9 % (the source's bar, ≥ 50 % and > 95 %, \
+is printed beside it). Exit 0 on PASS, 1 on FAIL or when the test could not run (--no-fail-exit: \
+0 whenever it ran), 2 on bad arguments.";
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = CHAT_AFTER_HELP)]
+pub struct ChatArgs {
+    /// The chat service's base URL
+    #[arg(long, env = "CHAT_URL", default_value = "http://127.0.0.1:8082")]
+    pub url: String,
+    /// Target writes per second (POST a message)
+    #[arg(long, default_value = "5000", value_parser = parse_rate, allow_hyphen_values = true)]
+    pub writes: f64,
+    /// Target reads per second (half list chats, half list messages)
+    #[arg(long, default_value = "10000", value_parser = parse_rate, allow_hyphen_values = true)]
+    pub reads: f64,
+    /// Pre-opened connections (split between writes and reads by rate) and users created
+    #[arg(long, default_value_t = 100)]
+    pub workers: usize,
+    /// Phase 2's length (0 skips it)
+    #[arg(long, default_value = "5s", value_parser = parse_duration_or_zero, allow_hyphen_values = true)]
+    pub warmup: Duration,
+    /// Phase 2's rates, in percent of the target rates
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 10.0,
+        allow_hyphen_values = true
+    )]
+    pub warmup_rate: f64,
+    /// Chats created in each user's application
+    #[arg(long, default_value_t = 5)]
+    pub chats_per_app: usize,
+    /// per_page of the reads (page 1 of each list)
+    #[arg(long, default_value_t = 50)]
+    pub per_page: usize,
+    /// Write one `<app_token> <chat_number> <message_number>` line per 202 to FILE (warm-up
+    /// included), and the refused writes to FILE.refused (for scripts/audit-chat.sh)
+    #[arg(long, value_name = "FILE")]
+    pub accepted: Option<PathBuf>,
+    /// A request without a complete response after this long counts as a timeout
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Exit 0 whenever the test ran, FAIL included (PASS/FAIL stays in the report and the JSON)
+    #[arg(long)]
+    pub no_fail_exit: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CalibrateArgs {
     /// Calibrate HTTP against this URL (e.g. the gateway's /health) instead of an in-process server
@@ -172,6 +236,7 @@ pub struct CalibrateArgs {
 pub enum Run {
     Http(HttpConfig),
     Ws(WsConfig),
+    Chat(ChatConfig),
     Calibrate(CalibrateConfig),
 }
 
@@ -233,6 +298,10 @@ fn check_count(name: &str, value: usize, max: usize) -> Result<usize, String> {
 }
 
 fn check_json_path(path: &Option<PathBuf>) -> Result<(), String> {
+    check_output_path("json", path)
+}
+
+fn check_output_path(flag: &str, path: &Option<PathBuf>) -> Result<(), String> {
     if let Some(path) = path {
         let dir = path
             .parent()
@@ -240,7 +309,7 @@ fn check_json_path(path: &Option<PathBuf>) -> Result<(), String> {
             .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
             return Err(format!(
-                "--json {}: directory {} does not exist",
+                "--{flag} {}: directory {} does not exist",
                 path.display(),
                 dir.display()
             ));
@@ -402,6 +471,51 @@ impl Cli {
                     },
                 ))
             }
+            Command::Chat(args) => {
+                let target = Target::parse(&args.url)?;
+                let workers = check_count("workers", args.workers, MAX_CONNECTIONS)?;
+                if workers < 2 {
+                    return Err(
+                        "--workers must be at least 2 (one connection for writes, one for reads)"
+                            .into(),
+                    );
+                }
+                if !(args.warmup_rate > 0.0 && args.warmup_rate <= 100.0) {
+                    return Err(format!(
+                        "--warmup-rate must be a percentage above 0 and at most 100, got {}",
+                        args.warmup_rate
+                    ));
+                }
+                if !(1..=100).contains(&args.per_page) {
+                    return Err(format!(
+                        "--per-page must be between 1 and 100 (the service's range), got {}",
+                        args.per_page
+                    ));
+                }
+                check_json_path(&args.common.json)?;
+                check_output_path("accepted", &args.accepted)?;
+                Ok((
+                    Run::Chat(ChatConfig {
+                        target,
+                        writes: args.writes,
+                        reads: args.reads,
+                        duration: args.common.duration,
+                        warmup: args.warmup,
+                        warmup_percent: args.warmup_rate,
+                        workers,
+                        chats_per_app: check_count("chats-per-app", args.chats_per_app, 10_000)?,
+                        per_page: args.per_page,
+                        timeout: args.timeout,
+                        progress: progress(args.common.progress),
+                        accepted: args.accepted,
+                        fail_exit: !args.no_fail_exit,
+                    }),
+                    Output {
+                        json: args.common.json,
+                        threads: threads(args.common.threads)?,
+                    },
+                ))
+            }
             Command::Calibrate(args) => {
                 let url = args.url.as_deref().map(Target::parse).transpose()?;
                 check_json_path(&args.json)?;
@@ -545,6 +659,21 @@ mod tests {
                 "loopback",
             ),
             (&["bogus"], "unrecognized subcommand"),
+            (&["chat", "--writes", "0"], "greater than 0"),
+            (&["chat", "--reads", "-1"], "greater than 0"),
+            (&["chat", "--workers", "1"], "at least 2"),
+            (&["chat", "--workers", "0"], "--workers"),
+            (&["chat", "--duration", "0"], "longer than 0"),
+            (&["chat", "--warmup", "-1s"], "negative"),
+            (&["chat", "--warmup-rate", "0"], "--warmup-rate"),
+            (&["chat", "--warmup-rate", "150"], "--warmup-rate"),
+            (&["chat", "--per-page", "101"], "--per-page"),
+            (&["chat", "--chats-per-app", "0"], "--chats-per-app"),
+            (&["chat", "--url", "http://example.com:8082"], "loopback"),
+            (
+                &["chat", "--accepted", "/nonexistent/dir/accepted.txt"],
+                "--accepted /nonexistent/dir/accepted.txt: directory",
+            ),
         ];
         for (args, expected) in cases {
             let (status, message) = error_of(args);
@@ -616,5 +745,61 @@ mod tests {
         };
         assert_eq!(config.duration, Duration::from_secs(3));
         assert_eq!(config.token.split('.').count(), 3);
+    }
+
+    #[test]
+    fn chat_takes_the_sources_flags_with_its_defaults() {
+        let (run, output) =
+            parse(["storm-loadgen", "chat", "--url", "http://127.0.0.1:8082"]).unwrap();
+        let Run::Chat(config) = run else {
+            panic!("chat run expected")
+        };
+        assert_eq!((config.writes, config.reads), (5000.0, 10000.0));
+        assert_eq!(config.duration, Duration::from_secs(30));
+        assert_eq!(config.warmup, Duration::from_secs(5));
+        assert_eq!(
+            (config.workers, config.chats_per_app, config.per_page),
+            (100, 5, 50)
+        );
+        assert_eq!(config.progress, Some(Duration::from_secs(5)));
+        assert!(config.fail_exit);
+        assert_eq!(output.json, None);
+        // The source's form: bare seconds.
+        let (run, output) = parse([
+            "storm-loadgen",
+            "chat",
+            "--writes",
+            "3000",
+            "--reads",
+            "6000",
+            "--duration",
+            "60",
+            "--workers",
+            "50",
+            "--warmup",
+            "0",
+            "--accepted",
+            "a.txt",
+            "--json",
+            "c.json",
+            "--no-fail-exit",
+        ])
+        .unwrap();
+        let Run::Chat(config) = run else {
+            panic!("chat run expected")
+        };
+        assert_eq!((config.writes, config.reads), (3000.0, 6000.0));
+        assert_eq!(config.duration, Duration::from_secs(60));
+        assert_eq!(config.workers, 50);
+        assert!(config.warmup.is_zero());
+        assert_eq!(config.accepted, Some(PathBuf::from("a.txt")));
+        assert_eq!(output.json, Some(PathBuf::from("c.json")));
+        assert!(!config.fail_exit);
+        let (status, text) = error_of(&["chat", "--help"]);
+        assert_eq!(status, 0);
+        assert!(
+            text.contains("Phases") && text.contains("--writes"),
+            "{text}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -36,10 +36,17 @@ pub type Sender = SendRequest<Full<Bytes>>;
 /// How long after the end of the timetable the dispatcher still hands out late tickets.
 pub const DISPATCH_GRACE: Duration = Duration::from_millis(250);
 
-/// Builds the request for a ticket and hears its status.
+/// Builds the request for a ticket and hears how it ended. The hooks run on the connection's task
+/// after the latency is recorded, so what they cost is not in the figures (but they should stay
+/// cheap: the connection takes its next ticket only after them).
 pub trait RequestSource: Send + Sync + 'static {
+    /// Whether `on_status` needs the response body; without it the body is read and dropped.
+    const KEEP_BODY: bool = false;
     fn build(&self, ticket: &Ticket) -> Request<Full<Bytes>>;
-    fn on_status(&self, _ticket: &Ticket, _status: StatusCode) {}
+    /// The request was answered; `body` is empty unless [`RequestSource::KEEP_BODY`].
+    fn on_status(&self, _ticket: &Ticket, _status: StatusCode, _body: &[u8]) {}
+    /// The request ended without a status.
+    fn on_error(&self, _ticket: &Ticket, _kind: ErrorKind) {}
 }
 
 /// The same request every time (the `http` subcommand).
@@ -114,8 +121,9 @@ impl<S: RequestSource> Engine<S> {
         }
     }
 
-    /// One connection's loop: take a ticket, send, record; reconnect after a failure.
-    pub async fn drive(self: Arc<Self>, slot: usize, mut sender: Option<Sender>) {
+    /// One connection's loop: take a ticket, send, record; reconnect after a failure. Hands the
+    /// connection back when the dispatcher has no more tickets (for the next phase of a run).
+    pub async fn drive(self: Arc<Self>, slot: usize, mut sender: Option<Sender>) -> Option<Sender> {
         while let Some(ticket) = self.dispatcher.next().await {
             let sent_at = Instant::now();
             self.outcomes.sent.fetch_add(1, Ordering::Relaxed);
@@ -126,18 +134,19 @@ impl<S: RequestSource> Engine<S> {
             }
             let deadline = tokio::time::Instant::from_std(sent_at + self.timeout);
             match tokio::time::timeout_at(deadline, self.exchange(&mut sender, &ticket)).await {
-                Ok(Ok(status)) => {
+                Ok(Ok((status, body))) => {
                     let done = Instant::now();
                     self.latency
                         .record(slot, done.saturating_duration_since(ticket.intended));
                     self.service
                         .record(slot, done.saturating_duration_since(sent_at));
                     self.outcomes.status(status.as_u16());
-                    self.source.on_status(&ticket, status);
+                    self.source.on_status(&ticket, status, &body);
                 }
                 Ok(Err(kind)) => {
                     sender = None;
                     self.outcomes.error(kind);
+                    self.source.on_error(&ticket, kind);
                     if kind == ErrorKind::Connect && !open {
                         // The closed model has no timetable to slow it down: do not spin on a
                         // refused port.
@@ -148,16 +157,18 @@ impl<S: RequestSource> Engine<S> {
                     // The connection may still carry the late response: never reuse it.
                     sender = None;
                     self.outcomes.error(ErrorKind::Timeout);
+                    self.source.on_error(&ticket, ErrorKind::Timeout);
                 }
             }
         }
+        sender
     }
 
     async fn exchange(
         &self,
         sender: &mut Option<Sender>,
         ticket: &Ticket,
-    ) -> Result<StatusCode, ErrorKind> {
+    ) -> Result<(StatusCode, Bytes), ErrorKind> {
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             *sender = Some(connect(self.addr).await?);
         }
@@ -170,12 +181,19 @@ impl<S: RequestSource> Engine<S> {
             .await
             .map_err(|e| classify(&e))?;
         let status = response.status();
-        // Read the body to its end (the connection is reusable only then) without keeping it.
+        // Read the body to its end (the connection is reusable only then), keeping it only if
+        // the source asked for it.
         let mut body = response.into_body();
+        let mut kept = BytesMut::new();
         while let Some(frame) = body.frame().await {
-            frame.map_err(|e| classify(&e))?;
+            let frame = frame.map_err(|e| classify(&e))?;
+            if S::KEEP_BODY
+                && let Some(data) = frame.data_ref()
+            {
+                kept.extend_from_slice(data);
+            }
         }
-        Ok(status)
+        Ok((status, kept.freeze()))
     }
 }
 
@@ -296,7 +314,8 @@ impl Totals {
 }
 
 /// Runs the engine's connections to the end of the run, printing a progress line every
-/// `progress` (to stderr) unless `None`; returns the run's totals.
+/// `progress` (to stderr) unless `None`; returns the run's totals and the connections (`None`
+/// where one was lost), so a run in phases keeps its connections from one phase to the next.
 pub async fn run_engine<S: RequestSource>(
     engine: Arc<Engine<S>>,
     senders: Vec<Option<Sender>>,
@@ -304,23 +323,26 @@ pub async fn run_engine<S: RequestSource>(
     progress: Option<Duration>,
     label: &str,
     suffix: &mut dyn FnMut() -> String,
-) -> Totals {
+) -> (Totals, Vec<Option<Sender>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let pacer = engine
         .dispatcher
         .spawn_pacer(duration + DISPATCH_GRACE, stop.clone());
     let mut connections = JoinSet::new();
+    let count = senders.len();
     for (slot, sender) in senders.into_iter().enumerate() {
         connections.spawn(engine.clone().drive(slot, sender));
     }
+    let mut kept = Vec::with_capacity(count);
     let mut totals = Totals::default();
     let every = progress.unwrap_or(Duration::from_secs(3600));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            joined = connections.join_next() => {
-                if joined.is_none() { break; }
-            }
+            joined = connections.join_next() => match joined {
+                None => break,
+                Some(joined) => kept.push(joined.ok().flatten()),
+            },
             _ = ticker.tick() => {
                 let line = totals.progress(&engine, label);
                 if progress.is_some() {
@@ -334,7 +356,7 @@ pub async fn run_engine<S: RequestSource>(
         let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     }
     totals.progress(&engine, label);
-    totals
+    (totals, kept)
 }
 
 /// The `http` subcommand's settings, validated.
@@ -414,7 +436,7 @@ pub async fn run_http(config: HttpConfig, clock: RunClock) -> anyhow::Result<Htt
         dispatcher,
         config.timeout,
     ));
-    let totals = run_engine(
+    let (totals, _) = run_engine(
         engine.clone(),
         senders,
         config.duration,

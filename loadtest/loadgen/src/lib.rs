@@ -5,9 +5,10 @@
 //!
 //! Layout: `cli` (arguments → validated configs), `target` (loopback-only URLs), `schedule` (the
 //! timetable and its pacer), `stats` (histograms, counters), `engine` (HTTP connections: the `http` subcommand and the fan-out's publisher),
-//! `ws` (fan-out), `calibrate`, `machine` (fingerprint), `report` (JSON and the human block).
+//! `ws` (fan-out), `chat` (the S4 Chat API test), `calibrate`, `machine` (fingerprint), `report` (JSON and the human block).
 
 pub mod calibrate;
+pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod machine;
@@ -30,6 +31,7 @@ use crate::report::RunClock;
 pub enum Report {
     Http(engine::HttpReport),
     Ws(ws::WsReport),
+    Chat(Box<chat::ChatReport>),
     Calibrate(calibrate::CalibrateReport),
 }
 
@@ -38,7 +40,16 @@ impl Report {
         match self {
             Report::Http(r) => r.lines(),
             Report::Ws(r) => r.lines(),
+            Report::Chat(r) => r.lines(),
             Report::Calibrate(r) => r.lines(),
+        }
+    }
+
+    /// Whether the process should exit 1 although the run completed (a `chat` FAIL).
+    pub fn failed(&self) -> bool {
+        match self {
+            Report::Chat(r) => r.failed(),
+            _ => false,
         }
     }
 }
@@ -51,6 +62,9 @@ pub async fn execute(run: Run, command: String) -> anyhow::Result<Report> {
             Report::Http(engine::run_http(config, RunClock::start("http", command)).await?)
         }
         Run::Ws(config) => Report::Ws(ws::run_ws(config, RunClock::start("ws", command)).await?),
+        Run::Chat(config) => Report::Chat(Box::new(
+            chat::run_chat(config, RunClock::start("chat", command)).await?,
+        )),
         Run::Calibrate(config) => Report::Calibrate(
             calibrate::run_calibrate(config, RunClock::start("calibrate", command)).await?,
         ),

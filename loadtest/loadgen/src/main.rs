@@ -1,5 +1,6 @@
 //! `storm-loadgen`: parse, validate (exit 2 on bad arguments), run on a multi-threaded runtime
-//! (exit 1 if the run could not happen), print the result block and write `--json`.
+//! (exit 1 if the run could not happen, or a `chat` run ended in FAIL), print the result block
+//! and write `--json`.
 
 use std::process::ExitCode;
 
@@ -39,12 +40,15 @@ fn main() -> ExitCode {
     let command = loadgen::report::command_line();
     let result = runtime.block_on(async {
         let report = loadgen::execute(run, command).await?;
-        loadgen::publish(&report, output.json.as_ref())
+        loadgen::publish(&report, output.json.as_ref())?;
+        anyhow::Ok(report.failed())
     });
     // Sockets and connection tasks may still be winding down: don't wait for them.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        // A `chat` run that completed with FAIL: the report says why.
+        Ok(true) => ExitCode::from(1),
         Err(e) => {
             eprintln!("storm-loadgen: {e:#}");
             ExitCode::from(1)

@@ -16,7 +16,7 @@ pub const SCHEMA: &str = "storm-loadgen/1";
 #[derive(Debug, Clone, Serialize)]
 pub struct Header {
     pub schema: &'static str,
-    /// `http`, `ws` or `calibrate`.
+    /// `http`, `ws`, `chat` or `calibrate`.
     pub kind: &'static str,
     /// The command line, shell-quoted.
     pub command: String,

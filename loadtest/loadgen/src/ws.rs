@@ -402,7 +402,7 @@ impl RequestSource for EventSource {
         request
     }
 
-    fn on_status(&self, ticket: &Ticket, status: StatusCode) {
+    fn on_status(&self, ticket: &Ticket, status: StatusCode, _body: &[u8]) {
         if status.is_success() {
             self.accepted.set(ticket.index);
         }
@@ -478,8 +478,8 @@ pub struct ClosedReport {
     pub eof: u64,
 }
 
-/// Distinct per run, so two runs (or a run and a test) never share subjects.
-fn run_id() -> String {
+/// Distinct per run, so two runs (or a run and a test) never share subjects (ws) or e-mails (chat).
+pub(crate) fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -616,7 +616,7 @@ pub async fn run_ws(config: WsConfig, clock: RunClock) -> anyhow::Result<WsRepor
             }
         )
     };
-    let totals = engine::run_engine(
+    let (totals, _) = engine::run_engine(
         engine.clone(),
         senders,
         config.duration,

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
+use loadgen::chat::ChatConfig;
 use loadgen::cli::Run;
 use loadgen::engine::HttpConfig;
 use loadgen::target::Target;
@@ -363,4 +364,166 @@ fn the_binary_refuses_bad_arguments_with_one_line_and_status_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
+}
+
+/// A chat service and a writer on port 0 (their own database, queue and Redis keys).
+async fn chat_stack() -> (testkit::TestChat, testkit::TestWriter) {
+    let chat = testkit::spawn_chat(&[]).await;
+    let writer = testkit::spawn_writer(&chat.writer_vars()).await;
+    (chat, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_mode_accounts_for_every_write_to_a_real_chat_service() {
+    let (chat, writer) = chat_stack().await;
+    let accepted = std::env::temp_dir().join(format!("{}.accepted", testkit::unique("loadgen")));
+    let config = ChatConfig {
+        target: Target::parse(&chat.url("")).unwrap(),
+        writes: 40.0,
+        reads: 80.0,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        warmup_percent: 50.0,
+        workers: 6,
+        chats_per_app: 2,
+        per_page: 10,
+        timeout: Duration::from_secs(5),
+        progress: None,
+        accepted: Some(accepted.clone()),
+        fail_exit: true,
+    };
+    let Report::Chat(report) = run(Run::Chat(config)).await else {
+        panic!("chat report expected")
+    };
+    // Phase 1: 6 users × 1 application × 2 chats; connections 2 for writes, 4 for reads.
+    assert_eq!(
+        (report.setup.users, report.setup.chats),
+        (6, 12),
+        "{:?}",
+        report.setup
+    );
+    assert_eq!(
+        (report.writes.connections, report.reads.connections),
+        (2, 4)
+    );
+    // Phase 3: the whole timetable, every answer a 2xx.
+    for (op, scheduled) in [(&report.writes, 80), (&report.reads, 160)] {
+        assert_eq!(
+            (op.scheduled, op.total, op.not_sent),
+            (scheduled, scheduled, 0),
+            "{op:?}"
+        );
+        assert_eq!(op.succeeded, op.total, "{:?}", op.status_codes);
+        assert!(op.failures.is_empty(), "{:?}", op.failures);
+        assert_eq!(op.latency_ms.count, scheduled);
+        assert!(op.pass && op.pass_source_bar);
+    }
+    assert!(report.pass);
+    assert_eq!(report.writes.status_codes["202"], 80);
+    for endpoint in ["list_chats", "list_messages"] {
+        assert_eq!(report.read_endpoints[endpoint].count, 80, "{endpoint}");
+    }
+    // Every 202 of the warm-up (40/s × 50 % × 0.5 s = 10 writes) and the test is one line of the
+    // accepted list …
+    let warmup = report.warmup.as_ref().expect("a warm-up ran");
+    assert_eq!(warmup.writes, 10);
+    assert_eq!(report.accepted.count, 90);
+    assert_eq!(report.accepted.refused, 0);
+    let text = std::fs::read_to_string(&accepted).unwrap();
+    let mut by_chat: std::collections::BTreeMap<(String, i64), Vec<i32>> = Default::default();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        by_chat
+            .entry((fields[0].to_string(), fields[1].parse().unwrap()))
+            .or_default()
+            .push(fields[2].parse().unwrap());
+    }
+    assert_eq!(by_chat.values().map(Vec::len).sum::<usize>(), 90);
+    // … and, once the writer has caught up, exactly one row.
+    let pool = chat.database().await;
+    for ((app, number), mut numbers) in by_chat {
+        numbers.sort_unstable();
+        let stored = testkit::wait_until(Duration::from_secs(10), || {
+            let (pool, app, numbers) = (pool.clone(), app.clone(), numbers.clone());
+            async move { testkit::chat_api::stored_numbers(&pool, &app, number).await == numbers }
+        })
+        .await;
+        assert!(
+            stored,
+            "chat {app}/{number}: rows differ from the 202s {numbers:?}"
+        );
+    }
+    let json: Value = serde_json::to_value(Report::Chat(report)).unwrap();
+    assert_eq!(json["schema"], "storm-loadgen/1");
+    assert_eq!(json["kind"], "chat");
+    for path in [
+        "/writes/throughput_rps",
+        "/writes/success_rate",
+        "/writes/latency_ms/p99",
+        "/reads/throughput_rps",
+        "/reads/latency_ms/p99",
+        "/reads/not_sent",
+        "/accepted/count",
+        "/config/write_connections",
+    ] {
+        assert!(
+            json.pointer(path).is_some_and(Value::is_number),
+            "{path} in {json:#}"
+        );
+    }
+    assert_eq!(json["pass"], true);
+    let _ = std::fs::remove_file(&accepted);
+    let _ = std::fs::remove_file(format!("{}.refused", accepted.display()));
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_exits_1_on_fail_unless_told_not_to() {
+    let (chat, writer) = chat_stack().await;
+    let bin = env!("CARGO_BIN_EXE_storm-loadgen");
+    let url = chat.url("");
+    // Two connections, one request in flight each, cannot keep 2,000 writes/s: FAIL.
+    let args = [
+        "chat",
+        "--url",
+        url.as_str(),
+        "--writes",
+        "2000",
+        "--reads",
+        "10",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--workers",
+        "2",
+        "--chats-per-app",
+        "1",
+    ];
+    for (extra, expected) in [(None, 1), (Some("--no-fail-exit"), 0)] {
+        let output = tokio::process::Command::new(bin)
+            .args(args)
+            .args(extra)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(expected), "{extra:?}: {stdout}");
+        assert!(stdout.contains("  Overall: ✗ FAIL"), "{stdout}");
+        assert!(stdout.contains("Phase 3: Performance Test..."), "{stdout}");
+        assert!(stdout.contains("  Not sent:     "), "{stdout}");
+    }
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+    // The service is gone: the test cannot run → 1, one line.
+    let output = std::process::Command::new(bin)
+        .args(["chat", "--url", "http://127.0.0.1:1", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
 }
