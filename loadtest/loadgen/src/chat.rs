@@ -14,9 +14,10 @@
 //!   request is recorded in HDR histograms from its *intended* send time (the source sampled 1 %
 //!   and timed from the actual send).
 //!
-//! Connections: `workers` are pre-opened and split between writes and reads in proportion to their
-//! rates (100 at 5,000 + 10,000/s → 33 + 67), each set driven by its own timetable, so each
-//! connection carries the same share of the load; a request waits for a free connection of its
+//! Connections: `workers` are pre-opened and split between writes and reads, first in proportion to
+//! their rates (100 at 5,000 + 10,000/s → 33 + 67), then after the warm-up in proportion to what
+//! each op keeps busy — rate × the warm-up's mean service time (a write waits for the broker's
+//! confirm, a read does not) — at least a tenth each; a request waits for a free connection of its
 //! kind, and one that cannot get one before the run ends is "not sent" (throughput below target).
 //!
 //! What must not break: a write's (user, chat, body) is a pure function of its ticket, so the
@@ -196,10 +197,11 @@ pub fn message_bodies(count: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// `workers` connections split between writes and reads in proportion to their rates, at least
-/// one each.
+/// `workers` connections split between writes and reads in proportion to their weights (the
+/// rates, then rate × warm-up service time), at least a tenth and at least one each.
 pub fn split_connections(workers: usize, writes: f64, reads: f64) -> (usize, usize) {
-    let share = writes / (writes + reads);
+    // Neither side below a tenth of the connections: a warm-up estimate is only an estimate.
+    let share = (writes / (writes + reads)).clamp(0.1, 0.9);
     let w = ((workers as f64 * share).round() as usize).clamp(1, workers.saturating_sub(1).max(1));
     (w, workers.saturating_sub(w).max(1))
 }
@@ -1162,7 +1164,7 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
     );
 
     let bodies = Arc::new(message_bodies(BODY_POOL));
-    let (write_connections, read_connections) =
+    let (mut write_connections, mut read_connections) =
         split_connections(config.workers, config.writes, config.reads);
     let mut write_senders =
         engine::preconnect(config.target.addr, write_connections + read_connections).await?;
@@ -1193,8 +1195,9 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
             reads,
             write_senders: kept_writes,
             read_senders: kept_reads,
+            write_totals,
+            read_totals,
             elapsed,
-            ..
         } = run_phase(
             plan(
                 config.warmup_percent / 100.0,
@@ -1225,7 +1228,23 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
             }
         );
         warmup_report = Some(report);
+        // Re-split the connections by what each op will keep busy (Little's law: rate × time a
+        // request holds its connection, from the warm-up): a write waits for the broker's confirm
+        // and holds its connection many times longer than a read, so a split by rate alone would
+        // starve the writes of connections long before the service is the limit.
+        let held_ms = |totals: &Totals| Summary::of(&totals.service.total).mean;
+        let (w_ms, r_ms) = (held_ms(&write_totals), held_ms(&read_totals));
         (write_senders, read_senders) = (kept_writes, kept_reads);
+        if w_ms > 0.0 && r_ms > 0.0 {
+            (write_connections, read_connections) =
+                split_connections(config.workers, config.writes * w_ms, config.reads * r_ms);
+            write_senders.append(&mut read_senders);
+            read_senders = write_senders.split_off(write_connections);
+            println!(
+                "  connections: {write_connections} for writes, {read_connections} for reads \
+                 (rate × warm-up service time: {w_ms:.2} ms per write, {r_ms:.2} ms per read)"
+            );
+        }
         warm = Some(writes);
     }
 
@@ -1527,6 +1546,12 @@ mod tests {
         assert_eq!(split_connections(100, 5000.0, 10000.0), (33, 67));
         assert_eq!(split_connections(2, 1.0, 1000.0), (1, 1));
         assert_eq!(split_connections(10, 1000.0, 1.0), (9, 1));
+        assert_eq!(split_connections(100, 1.0, 1000.0), (10, 90));
+        // 5,000 writes holding 8 ms, 10,000 reads holding 1 ms: writes need 4 of 5 connections.
+        assert_eq!(
+            split_connections(100, 5000.0 * 8.0, 10000.0 * 1.0),
+            (80, 20)
+        );
     }
 
     #[test]

@@ -395,17 +395,16 @@ async fn chat_mode_accounts_for_every_write_to_a_real_chat_service() {
     let Report::Chat(report) = run(Run::Chat(config)).await else {
         panic!("chat report expected")
     };
-    // Phase 1: 6 users × 1 application × 2 chats; connections 2 for writes, 4 for reads.
+    // Phase 1: 6 users × 1 application × 2 chats; the 6 connections split by the warm-up's
+    // measurements, at least one each.
     assert_eq!(
         (report.setup.users, report.setup.chats),
         (6, 12),
         "{:?}",
         report.setup
     );
-    assert_eq!(
-        (report.writes.connections, report.reads.connections),
-        (2, 4)
-    );
+    let (w, r) = (report.writes.connections, report.reads.connections);
+    assert!(w >= 1 && r >= 1 && w + r == 6, "{w} + {r} connections");
     // Phase 3: the whole timetable, every answer a 2xx.
     for (op, scheduled) in [(&report.writes, 80), (&report.reads, 160)] {
         assert_eq!(
