@@ -15,7 +15,8 @@ loadtest/scenarios.toml REPEATS times against the gateway at GATEWAY_URL, keeps 
 loadtest/results/<UTC time>/ (not committed), and rewrites loadtest/BASELINES.md from them: one
 table per source system (source figure, target, our median and min–max, pass/fail), the generator
 ceiling, CPU per run, the machine, commit, date and exact commands. The hand-written notes between
-the notes markers of BASELINES.md are kept. About 12 minutes.
+the notes markers of BASELINES.md are kept. About 28 minutes. S2 and S4 need the messages, chat
+and writer services too: `scripts/stack.sh up` starts them all.
 Exit 0 when every run completed — a missed target is a "fail" in the table, not an error — and 1
 when a run failed (non-zero exit), timed out or wrote no result (BASELINES.md is then left as it was).
 

@@ -283,7 +283,25 @@ pub async fn spawn_chat(vars: &[(&str, &str)]) -> TestChat {
     let mut app = start(app, settings);
     app.owned_database = owned_database;
     app.owned_queue = owned_queue.then(|| app.settings["CHAT_QUEUE"].clone());
+    // The broker connects in the background: a test starts once the service is ready to accept.
+    app.wait_ready(Duration::from_secs(30)).await;
     app
+}
+
+impl TestApp {
+    /// Waits until `GET /ready` answers 200; panics after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let client = http();
+        let ready = wait_until(timeout, || async {
+            client
+                .get(self.url("/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "{} not ready within {timeout:?}", self.addr);
+    }
 }
 
 /// Spawns a writer with the test defaults, overridden by `vars` (which name its `DATABASE_URL`
