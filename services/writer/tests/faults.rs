@@ -186,18 +186,7 @@ async fn rabbitmq_restart_under_load_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     rabbit.restart().await;
     // Writes resume once the chat service has reconnected.
-    let client = http();
-    assert!(
-        wait_until(Duration::from_secs(30), || async {
-            client
-                .get(chat.url("/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await,
-        "the chat service reconnects to the restarted broker"
-    );
+    chat.wait_ready(Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let outcomes = load.finish().await;
     assert_exactly_once("rabbitmq restart", &chat, &app, &outcomes).await;

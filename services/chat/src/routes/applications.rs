@@ -55,7 +55,7 @@ pub async fn create(
     text_field("name", &new.name, MAX_NAME_CHARS)?;
     // A token collision (2^-128) would be a unique violation: take another token.
     for _ in 0..3 {
-        let result: Result<Application, sqlx::Error> = sqlx::query_as(
+        let result: Result<Option<Application>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO applications (token, owner_id, name)
              SELECT $1, id, $3 FROM chat_users WHERE id = $2
              RETURNING token, name, chats_count, created_at",
@@ -64,13 +64,10 @@ pub async fn create(
         .bind(owner)
         .bind(&new.name)
         .fetch_optional(&state.pool)
-        .await
-        .and_then(|row| row.ok_or(sqlx::Error::RowNotFound));
+        .await;
         match result {
-            Ok(application) => return Ok((StatusCode::CREATED, Json(application))),
-            Err(sqlx::Error::RowNotFound) => {
-                return Err(ApiError::unauthorized("the token's user does not exist"));
-            }
+            Ok(Some(application)) => return Ok((StatusCode::CREATED, Json(application))),
+            Ok(None) => return Err(ApiError::unauthorized("the token's user does not exist")),
             Err(e) if db::sqlstate(&e).as_deref() == Some("23505") => continue,
             Err(e) => return Err(db::api_error(e)),
         }
