@@ -13,7 +13,7 @@ SERVICES=(
   "messages      storm-messages      8081  6061"
   "chat          storm-chat          8082  6062"
   "writer        storm-writer        8083  6063"
-  # "interceptors  storm-interceptors  8185  6064"
+  "interceptors  storm-interceptors  8185  6064"
   "gateway       storm-gateway       8080  6060  MESSAGES_URL=http://127.0.0.1:8081"
 )
 

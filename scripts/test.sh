@@ -2,10 +2,10 @@
 # test.sh — the project's one test command (CI runs it through .ci/run), for a fresh machine:
 # installs what is missing, makes sure Redis/Postgres/RabbitMQ answer, runs fmt, clippy and the
 # nextest suite and the self-test of the baselines pipeline, then starts the real service binaries
-# (messages, the gateway in front of it, chat and writer on a queue of their own) and checks them
-# the way a performance engineer uses them: a chat message from 202 to its row, a k6 smoke of the S0
-# scenario, every load scenario once in `run-all.sh --quick`, promtool on each /metrics, go tool
-# pprof on CPU and heap of each, and a clean exit on SIGTERM.
+# (messages, the gateway in front of it, chat and writer on a queue of their own, the interceptor
+# server over TLS) and checks them the way a performance engineer uses them: a chat message from
+# 202 to its row, a k6 smoke of the S0 scenario, every load scenario once in `run-all.sh --quick`,
+# promtool on each /metrics, go tool pprof on CPU and heap of each, and a clean exit on SIGTERM.
 set -euo pipefail
 
 usage() {
@@ -160,7 +160,9 @@ BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
 GRACE_SECS=5
 SECRET=dev-secret
 
-step "live services: messages, the gateway in front of it, chat and writer"
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+step "live services: messages, the gateway in front of it, chat, writer and interceptors"
 start_live messages "$BIN_DIR/storm-messages" \
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE"
 start_live gateway "$BIN_DIR/storm-gateway" MESSAGES_URL="${API[messages]}"
@@ -168,6 +170,20 @@ start_live chat "$BIN_DIR/storm-chat" DATABASE_URL="postgres://postgres@127.0.0.
   CHAT_QUEUE="$CI_QUEUE" REDIS_KEY_PREFIX="ci-$$:chat:"
 start_live writer "$BIN_DIR/storm-writer" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" \
   CHAT_QUEUE="$CI_QUEUE"
+# The interceptor-overhead server (S1) over TLS, as the source's scripts call it by default: its
+# five listeners on free ports, passed to run-all.sh --quick with the scripts' own variables.
+declare -A S1_PORT
+for chain in full baseline validation logger tracing; do S1_PORT[$chain]=$(free_port); done
+start_live interceptors "$BIN_DIR/storm-interceptors" INTERCEPTORS_TLS=self-signed \
+  INTERCEPTORS_FULL_ADDR="127.0.0.1:${S1_PORT[full]}" INTERCEPTORS_BASELINE_ADDR="127.0.0.1:${S1_PORT[baseline]}" \
+  INTERCEPTORS_VALIDATION_ADDR="127.0.0.1:${S1_PORT[validation]}" INTERCEPTORS_LOGGER_ADDR="127.0.0.1:${S1_PORT[logger]}" \
+  INTERCEPTORS_TRACING_ADDR="127.0.0.1:${S1_PORT[tracing]}"
+S1_CALL="https://127.0.0.1:${S1_PORT[full]}/greeter.v1.GreeterService/SayHello"
+greeting=$(curl -sSk -H 'Content-Type: application/json' -H 'Connect-Protocol-Version: 1' -d '{"name":"ci"}' "$S1_CALL" |
+  json_field greeting) || fail "SayHello over HTTPS on the full chain failed"
+[[ $greeting == "Hello, ci!" ]] || fail "SayHello answered '$greeting' (expected 'Hello, ci!')"
+echo "interceptors: SayHello over HTTPS on the full chain: $greeting"
+
 BASE=${API[gateway]}
 [[ $(curl -sS "$BASE/healthz") == ok ]] || fail "GET /healthz did not answer 'ok'"
 token=$(JWT_SECRET=$SECRET bash scripts/gen-jwt.sh ci)
@@ -176,7 +192,6 @@ posted=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $toke
 [[ $posted == 201 ]] || fail "POST a channel message through the gateway answered $posted (expected 201)"
 
 # A chat user with one application and chat: the pprof traffic below posts into it.
-json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 CHAT=${API[chat]}
 chat_token=$(curl -sSf -H 'Content-Type: application/json' -d "{\"email\":\"ci-$$@example.com\",\"name\":\"ci\"}" \
   "$CHAT/api/v1/users" | json_field token) || fail "POST /api/v1/users failed"
@@ -220,6 +235,9 @@ still_running
 step "live: run-all.sh --quick (every load scenario, smoke)"
 RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="${PID[gateway]}" API_URL="${API[messages]}" \
   CHAT_URL="$CHAT" WRITER_URL="${API[writer]}" CHAT_QUEUE="$CI_QUEUE" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" JWT_SECRET=$SECRET \
+  INTERCEPTORS_HOST=127.0.0.1 INTERCEPTORS_ADMIN_URL="${API[interceptors]}" INTERCEPTORS_PID="${PID[interceptors]}" \
+  PROTOCOL=https FULLCHAIN_PORT="${S1_PORT[full]}" BASELINE_PORT="${S1_PORT[baseline]}" \
+  VALIDATION_PORT="${S1_PORT[validation]}" LOGGER_PORT="${S1_PORT[logger]}" TRACING_PORT="${S1_PORT[tracing]}" \
   LOADGEN_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-loadgen" bash scripts/run-all.sh --quick ||
   fail "run-all.sh --quick failed (its smoke checks are above; results under loadtest/results/)"
 still_running
@@ -245,6 +263,8 @@ for name in "${LIVE_ORDER[@]}"; do
       case $name in
         chat | writer) curl -s -o /dev/null -H "Authorization: Bearer $chat_token" \
           -H 'Content-Type: application/json' -d '{"body":"pprof"}' "$CHAT_MESSAGES" || true ;;
+        interceptors) curl -sk -o /dev/null -H 'Content-Type: application/json' -d '{"name":"pprof"}' \
+          "$S1_CALL" || true ;;
         *) curl -s -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
           -d '{"body":"pprof"}' "$BASE/api/v1/channels/ci-pprof/messages" || true ;;
       esac
@@ -267,7 +287,7 @@ done
 
 # The gateway first (it fronts messages), then messages; the chat service before the writer,
 # which drains the queue and acknowledges its last batch before it exits.
-for name in gateway messages chat writer; do
+for name in gateway messages chat writer interceptors; do
   step "live $name: SIGTERM exits 0 within ${GRACE_SECS}s"
   pid=${PID[$name]}
   started=$SECONDS
