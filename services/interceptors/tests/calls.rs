@@ -13,6 +13,11 @@ async fn json(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// A Connect call to `url`: its status and JSON body.
+async fn say(client: &reqwest::Client, url: String, body: &str) -> (u16, Value) {
+    json(call(client, url, body).send().await.unwrap()).await
+}
+
 #[tokio::test]
 async fn every_listener_greets_a_valid_call() {
     let server = Server::start(&[]).await;
@@ -54,13 +59,7 @@ async fn validating_listeners_reject_each_invalid_name_naming_the_field() {
     ];
     for chain in [Chain::Validation, Chain::Full] {
         for body in invalid {
-            let (status, error) = json(
-                call(&client, server.url(chain, SAY_HELLO), body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, error) = say(&client, server.url(chain, SAY_HELLO), body).await;
             assert_eq!(status, 400, "{chain:?} {body}: {error}");
             assert_eq!(error["code"], "invalid_argument", "{chain:?} {body}");
             let message = error["message"].as_str().unwrap();
@@ -68,13 +67,7 @@ async fn validating_listeners_reject_each_invalid_name_naming_the_field() {
         }
         // 100 characters (not bytes) is the limit.
         let hundred = format!(r#"{{"name":"{}"}}"#, "é".repeat(100));
-        let (status, _) = json(
-            call(&client, server.url(chain, SAY_HELLO), &hundred)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _) = say(&client, server.url(chain, SAY_HELLO), &hundred).await;
         assert_eq!(status, 200, "{chain:?}");
     }
     server.stop().await;
@@ -87,13 +80,7 @@ async fn the_baseline_does_not_validate() {
     let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(101));
     for body in [r#"{}"#, r#"{"name":""}"#, long.as_str()] {
         for chain in [Chain::Baseline, Chain::Logger, Chain::Tracing] {
-            let (status, reply) = json(
-                call(&client, server.url(chain, SAY_HELLO), body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, reply) = say(&client, server.url(chain, SAY_HELLO), body).await;
             assert_eq!(status, 200, "{chain:?} {body}: {reply}");
         }
     }
@@ -174,15 +161,10 @@ async fn protocol_errors_are_connect_errors() {
             (400, Some("invalid_argument"))
         );
         // An unknown procedure, and GET on the unary call.
-        let (status, error) = json(
-            call(
-                &client,
-                server.url(chain, "/greeter.v1.GreeterService/SayGoodbye"),
-                "{}",
-            )
-            .send()
-            .await
-            .unwrap(),
+        let (status, error) = say(
+            &client,
+            server.url(chain, "/greeter.v1.GreeterService/SayGoodbye"),
+            "{}",
         )
         .await;
         assert_eq!(
@@ -213,7 +195,7 @@ async fn health_check_serves_on_every_listener_and_admin_routes_answer() {
         let url = server.url(chain, "/grpc.health.v1.Health/Check");
         let (status, body) = json(client.get(&url).send().await.unwrap()).await;
         assert_eq!((status, body["status"].as_str()), (200, Some("SERVING")));
-        let (status, _) = json(call(&client, url, "{}").send().await.unwrap()).await;
+        let (status, _) = say(&client, url, "{}").await;
         assert_eq!(status, 200);
     }
     for path in ["/health", "/ready"] {
@@ -304,15 +286,10 @@ async fn the_full_chain_compresses_large_replies_only() {
     assert!(small.headers().get("content-encoding").is_none());
     // A client that decompresses reads the greeting.
     let gzip_client = reqwest::Client::new();
-    let (status, body) = json(
-        call(
-            &gzip_client,
-            server.url(Chain::Full, SAY_HELLO),
-            &format!(r#"{{"name":"{name}"}}"#),
-        )
-        .send()
-        .await
-        .unwrap(),
+    let (status, body) = say(
+        &gzip_client,
+        server.url(Chain::Full, SAY_HELLO),
+        &format!(r#"{{"name":"{name}"}}"#),
     )
     .await;
     assert_eq!(status, 200);
@@ -338,15 +315,10 @@ async fn the_full_chain_sheds_beyond_its_concurrency_limit() {
     sender.send(Ok(b"{\"name\":".to_vec())).await.unwrap();
     let mut shed = None;
     for _ in 0..50 {
-        let (status, error) = json(
-            call(
-                &client,
-                server.url(Chain::Full, SAY_HELLO),
-                r#"{"name":"b"}"#,
-            )
-            .send()
-            .await
-            .unwrap(),
+        let (status, error) = say(
+            &client,
+            server.url(Chain::Full, SAY_HELLO),
+            r#"{"name":"b"}"#,
         )
         .await;
         if status == 429 {

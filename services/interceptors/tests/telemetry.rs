@@ -62,13 +62,7 @@ fn telemetry() -> &'static Telemetry {
 
 async fn spans_of(trace_id: TraceId) -> Vec<SpanData> {
     for _ in 0..100 {
-        let spans: Vec<_> = telemetry()
-            .spans
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .filter(|s| s.span_context.trace_id() == trace_id)
-            .collect();
+        let spans = spans_of_now(trace_id);
         if !spans.is_empty() {
             return spans;
         }
