@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{RedisServer, http, spawn_gateway, token, wait_until};
+use testkit::{RedisServer, http, spawn_gateway, token};
 
 #[tokio::test]
 async fn a_burst_beyond_workers_and_queue_is_shed_at_once_and_admitted_ones_succeed() {
