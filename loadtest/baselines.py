@@ -6,6 +6,7 @@ scripts/run-all.sh owns the stack and the tools and calls `run`; the other comma
   baselines.py list    [--only a,b] [--tools]     the scenarios (or the tools they need); exit 2 on an unknown name
   baselines.py run     --gateway URL --results DIR [--chat URL] [--loadgen BIN] [--quick] [--repeats N]
                        [--only a,b] [--gateway-pid PID] [--baselines PATH]
+                       [--interceptors-host HOST] [--interceptors-admin URL] [--interceptors-pid PID]
   baselines.py report  --results DIR [--out PATH] [--baselines PATH]   rebuild the Markdown from a results dir
 
 A results dir is self-contained: run.json (what ran, how, exit status, CPU time), a copy of the
@@ -43,6 +44,8 @@ MANIFEST = ROOT / "loadtest" / "scenarios.toml"
 BASELINES = ROOT / "loadtest" / "BASELINES.md"
 RUN_SCHEMA = "stormstack-run-all/1"
 DEFAULT_CHAT_URL = "http://127.0.0.1:8082"
+DEFAULT_INTERCEPTORS_HOST = "127.0.0.1"
+INTERCEPTORS_ADMIN_PORT = 8185  # storm-interceptors' /health, /ready, /metrics
 LOADGEN_SCHEMA = "storm-loadgen/1"
 NOTES_BEGIN = "<!-- notes:begin — hand-written; scripts/run-all.sh keeps everything up to notes:end -->"
 NOTES_END = "<!-- notes:end -->"
@@ -93,7 +96,11 @@ class Scenario:
     quick_set: dict[str, str] = field(default_factory=dict)
     quick_env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    repeats: int | None = None  # at most this many runs, whatever REPEATS says
     rows: list[Row] = field(default_factory=list)
+
+    def runs(self, repeats: int) -> int:
+        return min(repeats, self.repeats) if self.repeats else repeats
 
 
 @dataclass
@@ -127,7 +134,7 @@ def _strings(where: str, value, kind=list):
 
 
 def _scenario(where: str, raw: dict, sources: dict, calibrate: bool = False) -> Scenario:
-    allowed = {"name", "source", "tool", "title", "command", "env", "quick", "timeout_s", "row"}
+    allowed = {"name", "source", "tool", "title", "command", "env", "quick", "timeout_s", "repeats", "row"}
     extra = set(raw) - allowed
     if extra:
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
@@ -163,9 +170,13 @@ def _scenario(where: str, raw: dict, sources: dict, calibrate: bool = False) -> 
         quick_set=_strings(f"{where}: quick.set", quick.get("set", {}), dict),
         quick_env=_strings(f"{where}: quick.env", quick.get("env", {}), dict),
         timeout_s=raw.get("timeout_s"),
+        repeats=raw.get("repeats"),
     )
     if scenario.timeout_s is not None and not (isinstance(scenario.timeout_s, (int, float)) and scenario.timeout_s > 0):
         raise UsageError(f"{where}: timeout_s must be a positive number")
+    if scenario.repeats is not None and not (isinstance(scenario.repeats, int) and not isinstance(scenario.repeats, bool)
+                                             and scenario.repeats > 0):
+        raise UsageError(f"{where}: repeats must be a positive integer")
     for i, row in enumerate(raw.get("row", []), 1):
         scenario.rows.append(_row(f"{where} row {i}", row))
     if not calibrate and not scenario.rows:
@@ -181,8 +192,8 @@ def _row(where: str, raw: dict) -> Row:
     for key in ("metric", "value", "unit", "source"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UsageError(f"{where}: missing '{key}'")
-    if raw["unit"] not in ("ms", "%", "count") and not raw["unit"].endswith("/s"):
-        raise UsageError(f"{where}: unit must be ms, %, count or a rate ending in /s, got {raw['unit']!r}")
+    if raw["unit"] not in ("ms", "s", "%", "count") and not raw["unit"].endswith("/s"):
+        raise UsageError(f"{where}: unit must be ms, s, %, count or a rate ending in /s, got {raw['unit']!r}")
     target = None
     if "target" in raw:
         match = TARGET_RE.match(str(raw["target"]))
@@ -219,9 +230,13 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
 
 
 def lookup(result: dict | None, path: str):
-    """The number at a dotted path ("latency_ms.p95"), or None when any step is missing/null."""
+    """The number at a dotted path ("latency_ms.p95", "stress.stages.3.req_per_s": a number indexes a
+    list), or None when any step is missing/null."""
     node = result
     for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
@@ -360,6 +375,11 @@ def uses_chat(scenario: Scenario) -> bool:
     return any("{chat}" in part for part in scenario.command + list(scenario.env.values()))
 
 
+def uses_interceptors(scenario: Scenario) -> bool:
+    """Whether a scenario talks to storm-interceptors (S1: {interceptors_host} in its command or env)."""
+    return any("{interceptors_host}" in part for part in scenario.command + list(scenario.env.values()))
+
+
 def quick_changes(scenario: Scenario) -> str:
     """What --quick changes, e.g. "--subscribers 200 --duration 3s" or "DURATION=5s PUB_VUS=2"."""
     parts = [f"{k} {v}" for k, v in scenario.quick_set.items()] + [f"{k}={v}" for k, v in scenario.quick_env.items()]
@@ -413,7 +433,8 @@ def execute(
     subst: dict[str, str],
     gateway_pid: int | None,
 ) -> dict:
-    """Run one repetition; return its run.json entry (status ok|failed|timeout|no-result)."""
+    """Run one repetition; return its run.json entry (status ok|failed|timeout|no-result).
+    `gateway_pid` is the server whose CPU share is recorded (for S1: storm-interceptors)."""
     stem = scenario.name if repeat is None else f"{scenario.name}.r{repeat}"
     out, log_path = results / f"{stem}.json", results / f"{stem}.log"
     argv, extra_env = render_command(scenario, quick, {**subst, "out": str(out)})
@@ -424,7 +445,9 @@ def execute(
         "tool": scenario.tool,
         "argv": argv,
         "env": extra_env,
-        "display": display_command(argv, shown_env(argv, extra_env, subst["gateway"], subst.get("chat"))),
+        # An S1 scenario never talks to the gateway: no GATEWAY_URL beside its command.
+        "display": display_command(argv, extra_env if uses_interceptors(scenario)
+                                   else shown_env(argv, extra_env, subst["gateway"], subst.get("chat"))),
         "result": out.name,
         "log": log_path.name,
         "problems": [],
@@ -535,6 +558,16 @@ def gateway_info(url: str, pid: int | None) -> dict:
     return info
 
 
+def interceptors_info(host: str, admin: str, pid: int | None) -> dict:
+    info: dict = {"host": host, "admin_url": admin, "pid": pid}
+    if pid:
+        try:
+            info["binary"] = os.readlink(f"/proc/{pid}/exe").replace(str(ROOT) + "/", "")
+        except OSError:
+            pass
+    return info
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
@@ -573,7 +606,11 @@ def cmd_run(args) -> int:
     if needs_loadgen and not (loadgen and os.access(loadgen, os.X_OK)):
         raise UsageError(f"storm-loadgen not found or not executable: {args.loadgen or '(none given)'}")
     chat = (args.chat or os.environ.get("CHAT_URL") or DEFAULT_CHAT_URL).rstrip("/")
-    subst = {"gateway": gateway, "loadgen": loadgen, "chat": chat}
+    interceptors_host = args.interceptors_host or os.environ.get("INTERCEPTORS_HOST") or DEFAULT_INTERCEPTORS_HOST
+    interceptors_admin = (args.interceptors_admin or os.environ.get("INTERCEPTORS_ADMIN_URL")
+                          or f"http://{interceptors_host}:{INTERCEPTORS_ADMIN_PORT}").rstrip("/")
+    subst = {"gateway": gateway, "loadgen": loadgen, "chat": chat, "interceptors_host": interceptors_host}
+    s1 = any(uses_interceptors(s) for s in selected)
 
     run: dict = {
         "schema": RUN_SCHEMA,
@@ -585,6 +622,7 @@ def cmd_run(args) -> int:
         "machine": machine_info(),
         "gateway": gateway_info(gateway, args.gateway_pid),
         "chat": {"url": chat} if any(uses_chat(s) for s in selected) else None,
+        "interceptors": interceptors_info(interceptors_host, interceptors_admin, args.interceptors_pid) if s1 else None,
         "tools": {},
         "calibrate": None,
         "runs": [],
@@ -599,7 +637,7 @@ def cmd_run(args) -> int:
     save()
     signal.signal(signal.SIGTERM, _raise_interrupted)
     started = time.monotonic()
-    total = len(selected) * repeats + (1 if loadgen else 0)
+    total = sum(s.runs(repeats) for s in selected) + (1 if loadgen else 0)
     done = 0
     try:
         if loadgen:
@@ -619,18 +657,25 @@ def cmd_run(args) -> int:
         if run["chat"] and not http_ok(f"{chat}/ready"):
             log(f"warning: the chat service at {chat} does not answer /ready with 200: its scenarios will fail "
                 "(start it, or set CHAT_URL)")
+        if s1 and not http_ok(f"{interceptors_admin}/ready"):
+            log(f"warning: storm-interceptors does not answer {interceptors_admin}/ready with 200: the S1 scenarios "
+                "will fail (start it: scripts/stack.sh up, or target/release/storm-interceptors; or set "
+                "INTERCEPTORS_HOST / INTERCEPTORS_ADMIN_URL)")
         for scenario in selected:
-            for repeat in range(1, repeats + 1):
+            runs = scenario.runs(repeats)
+            server_pid = args.interceptors_pid if uses_interceptors(scenario) else args.gateway_pid
+            for repeat in range(1, runs + 1):
                 done += 1
                 what = f"quick: {quick_changes(scenario)}" if quick else scenario.title
-                log(f"[{done}/{total}] {scenario.name} run {repeat}/{repeats}: {what}")
-                entry = execute(scenario, repeat, results, quick, subst, args.gateway_pid)
+                log(f"[{done}/{total}] {scenario.name} run {repeat}/{runs}: {what}")
+                entry = execute(scenario, repeat, results, quick, subst, server_pid)
                 run["runs"].append(entry)
                 save()
                 result = load_result(results, entry)
                 cpu = f"generator CPU {fmt_pct(entry.get('generator_cpu_percent'))}"
                 if entry.get("gateway_cpu_percent") is not None:
-                    cpu += f", gateway {fmt_pct(entry['gateway_cpu_percent'])}"
+                    server = "storm-interceptors" if uses_interceptors(scenario) else "gateway"
+                    cpu += f", {server} {fmt_pct(entry['gateway_cpu_percent'])}"
                 if entry["status"] == "ok":
                     log(f"    {summarize(scenario, result)}  ({entry['elapsed_s']:.1f} s, {cpu})")
                 else:
@@ -707,6 +752,8 @@ def fmt_number(value: float, unit: str) -> str:
         return f"{pct:.4f}" if 0 < pct < 0.01 else f"{pct:.2f}"
     if unit == "count":
         return f"{value:,.0f}"
+    if unit == "s":
+        return f"{value:,.1f}"
     return f"{value:,.0f}" if value >= 1000 else f"{value:,.1f}"  # a rate
 
 
@@ -715,7 +762,7 @@ def plain_number(value: float) -> str:
 
 
 def unit_suffix(unit: str) -> str:
-    return {"ms": " ms", "%": " %", "count": "", "/s": "/s"}.get(unit, f" {unit}")
+    return {"ms": " ms", "s": " s", "%": " %", "count": "", "/s": "/s"}.get(unit, f" {unit}")
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -873,6 +920,12 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
     out.append(gw + ".")
     if (run.get("chat") or {}).get("url") and any(uses_chat(s) for s in ran):
         out.append(f"- **Chat service** (S4): {run['chat']['url']}.")
+    interceptors = run.get("interceptors") or {}
+    if interceptors.get("host") and any(uses_interceptors(s) for s in ran):
+        text = (f"- **Interceptor-overhead server** (S1): `storm-interceptors` on {interceptors['host']} "
+                f"(admin {interceptors.get('admin_url')})")
+        text += f", `{interceptors['binary']}`" if interceptors.get("binary") else ""
+        out.append(text + ".")
     if tools:
         out.append("- **Generators**: " + ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in tools.items()) + ".")
     out.append(
@@ -905,10 +958,10 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
                 values = [v for v in (row.lookup(r) for r in loaded if r) if v is not None]
                 name = f"`{scenario.name}`" if i == 0 else ""
                 if quick:
-                    rows.append([name, row.metric, row.source, measured(values, row.unit, repeats)])
+                    rows.append([name, row.metric, row.source, measured(values, row.unit, scenario.runs(repeats))])
                 else:
                     rows.append([name, row.metric, row.source, target_text(row),
-                                 measured(values, row.unit, repeats), verdict(row, values)])
+                                 measured(values, row.unit, scenario.runs(repeats)), verdict(row, values)])
         out += md_table(header, rows)
         out += ["", f"Generator ceiling: {ceiling_text(calibrate)}. A figure close to it measures the generator, "
                 "not the gateway; k6 has no such calibration, its CPU share below shows when it is the bottleneck.", ""]
@@ -918,14 +971,18 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
             gen = [e["generator_cpu_percent"] for e in entries if e.get("generator_cpu_percent") is not None]
             gw_cpu = [e["gateway_cpu_percent"] for e in entries if e.get("gateway_cpu_percent") is not None]
             ok = sum(1 for e in entries if e["status"] == "ok")
+            what = f"quick: {quick_changes(scenario)}" if quick else scenario.title
+            if not quick and scenario.runs(repeats) < repeats:
+                what += f" — {scenario.runs(repeats)} run{'s' if scenario.runs(repeats) > 1 else ''} (repeats = {scenario.repeats} in scenarios.toml)"
             cpu_rows.append([
-                f"`{scenario.name}`", f"quick: {quick_changes(scenario)}" if quick else scenario.title,
+                f"`{scenario.name}`", what,
                 TOOLS[scenario.tool]["label"],
                 fmt_pct(statistics.median(gen)) if gen else "n/a",
                 fmt_pct(statistics.median(gw_cpu)) if gw_cpu else "n/a",
                 f"{ok} of {len(entries)} ok",
             ])
-        out += md_table(["scenario", "what", "generator", "generator CPU", "gateway CPU", "runs"], cpu_rows)
+        server = "storm-interceptors CPU" if any(uses_interceptors(s) for s in scenarios) else "gateway CPU"
+        out += md_table(["scenario", "what", "generator", "generator CPU", server, "runs"], cpu_rows)
         out += ["", "Commands (run 1 of each; the k6 token is minted by `perf-load.sh` (`ACCESS_TOKEN`) or "
                 "`k6-run.sh` (`TOKEN`), storm-loadgen mints its own from `JWT_SECRET`):", "", "```sh"]
         for scenario in scenarios:
@@ -1022,6 +1079,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--only", default=None)
     p.add_argument("--gateway-pid", type=int, default=None)
+    p.add_argument("--interceptors-host", default=None,
+                   help=f"storm-interceptors' host, {{interceptors_host}} (default $INTERCEPTORS_HOST, else {DEFAULT_INTERCEPTORS_HOST})")
+    p.add_argument("--interceptors-admin", default=None,
+                   help=f"its admin listener, checked for /ready before S1 runs (default $INTERCEPTORS_ADMIN_URL, "
+                        f"else http://HOST:{INTERCEPTORS_ADMIN_PORT})")
+    p.add_argument("--interceptors-pid", type=int, default=None, help="its pid, for its CPU share in the S1 runs")
     p.add_argument("--baselines", default=None, help="the BASELINES.md to rewrite (default loadtest/BASELINES.md)")
     p = sub.add_parser("report", help="rebuild the Markdown from a results dir")
     p.add_argument("--results", required=True)

@@ -28,8 +28,10 @@ sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, str(HERE))
 import baselines  # noqa: E402
 
-# Every scenario of the real manifest runs (3 repeats + the calibration in a full run).
+# Every scenario of the real manifest runs (3 repeats, fewer where its `repeats` caps them, + the
+# calibration in a full run).
 SCENARIOS = len(baselines.load_manifest().scenarios)
+FULL_RUNS = sum(s.runs(3) for s in baselines.load_manifest().scenarios)
 
 FAKE_LOADGEN = r'''#!/usr/bin/env python3
 import json, os, re, sys
@@ -68,7 +70,7 @@ data = json.load(open(os.path.join(os.environ["FAKE_FIXTURES"], f"k6-{os.path.ba
 if os.environ.get("FAKE_PUBSUB_LOST") and "pubsub" in data:
     data["pubsub"]["frames_received"] -= int(os.environ["FAKE_PUBSUB_LOST"])
 data["config"] = {k: os.environ.get(k) for k in ("MODE", "DURATION", "PUB_VUS", "WS_VUS", "GATEWAY_URL", "ACCESS_TOKEN",
-                                                "CHAT_URL", "WRITE_RATE")}
+                                                "CHAT_URL", "WRITE_RATE", "BASE_HOST", "STAGES", "VUS")}
 json.dump(data, open(os.environ["SUMMARY_JSON"], "w"))
 sys.exit(int(os.environ.get("FAKE_K6_EXIT", "0")))
 '''
@@ -210,6 +212,40 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(argv[argv.index("--warmup") + 1], "1s")
 
 
+    def test_interceptors_placeholder_is_the_s1_server(self):
+        manifest = baselines.load_manifest()
+        s1 = [s for s in manifest.scenarios if s.source == "S1"]
+        self.assertEqual({s.name for s in s1},
+                         {"s1-basic-load", "s1-stress", "s1-spike", "s1-interceptor-overhead"})
+        subst = {"loadgen": "/bin/lg", "gateway": "http://g", "chat": "http://c", "interceptors_host": "10.0.0.7",
+                 "out": "/o.json"}
+        for scenario in s1:
+            with self.subTest(scenario=scenario.name):
+                self.assertTrue(baselines.uses_interceptors(scenario))
+                _, env = baselines.render_command(scenario, False, subst)
+                self.assertEqual(env["BASE_HOST"], "10.0.0.7")
+        [s3] = [s for s in manifest.scenarios if s.name == "s3-load-test"]
+        self.assertFalse(baselines.uses_interceptors(s3))
+
+    def test_long_scenarios_cap_their_repeats(self):
+        manifest = baselines.load_manifest()
+        by_name = {s.name: s for s in manifest.scenarios}
+        self.assertEqual(by_name["s3-load-test"].runs(3), 1)
+        self.assertEqual(by_name["s1-interceptor-overhead"].runs(3), 3)
+        self.assertEqual(by_name["s3-load-test"].runs(1), 1)
+
+    def test_every_k6_scenario_with_a_quick_variant_stays_short(self):
+        # CI runs each quick variant on a debug build: a few seconds each (STAGES or DURATION).
+        manifest = baselines.load_manifest()
+        for scenario in manifest.scenarios:
+            stages = scenario.quick_env.get("STAGES")
+            if scenario.tool != "k6" or not stages:
+                continue
+            with self.subTest(scenario=scenario.name):
+                seconds = sum(int(part.split(":")[0].rstrip("s")) for part in stages.split(","))
+                self.assertLessEqual(seconds, 10)
+
+
 class FormatTest(unittest.TestCase):
     def test_figures(self):
         self.assertEqual(baselines.measured([3.08, 3.76, 3.85], "ms", 3), "3.76 ms (3.08–3.85 ms)")
@@ -217,6 +253,12 @@ class FormatTest(unittest.TestCase):
         self.assertEqual(baselines.measured([0.0, 0.0], "%", 3), "0.00 % (all equal) — 2 of 3 runs")
         self.assertEqual(baselines.measured([], "ms", 3), "n/a")
         self.assertEqual(baselines.fmt(0.0331, "%"), "3.31 %")
+        self.assertEqual(baselines.fmt(3.0, "s"), "3.0 s")
+
+    def test_a_value_path_may_index_a_list(self):
+        result = {"stress": {"stages": [{"req_per_s": 10.0}, {"req_per_s": 20.5}]}}
+        self.assertEqual(baselines.lookup(result, "stress.stages.1.req_per_s"), 20.5)
+        self.assertIsNone(baselines.lookup(result, "stress.stages.2.req_per_s"))
 
     def test_verdicts(self):
         row = baselines.Row("m", "v", "req/s", "s", (">=", 50000.0))
@@ -256,7 +298,7 @@ class FullRunTest(Base):
         self.assertEqual(self.table_row(text, "s0-perf-load-baseline", "HTTP p95")[4:], ["3.76 ms (all equal)", "pass"])
         self.assertIn("bash scripts/perf-load.sh --quiet", text)
         self.assertIn("--concurrency 64", text)
-        self.assertIn(f"All {3 * SCENARIOS + 1} runs completed", text)
+        self.assertIn(f"All {FULL_RUNS + 1} runs completed", text)
         self.assertTrue((self.results / "BASELINES.previous.md").read_text().startswith("# stormstack baselines\n\nan old"))
         # the report can be rebuilt from the results dir alone
         again = subprocess.run([sys.executable, str(HERE / "baselines.py"), "report", "--results", str(self.results),
@@ -323,6 +365,23 @@ class QuickRunTest(Base):
         self.assertIn("chat --url http://127.0.0.1:7 --writes 50 --reads 100", chat["command"])
         k6 = json.loads((self.results / "s4-chat-api-k6.r1.json").read_text())
         self.assertEqual((k6["config"]["CHAT_URL"], k6["config"]["WRITE_RATE"]), ("http://127.0.0.1:7", "20"))
+
+    def test_quick_s1_runs_reach_the_interceptor_server_and_warn_when_it_is_down(self):
+        # (nothing listens on port 9; 127.0.0.9:8185 may answer where a real storm-interceptors runs)
+        proc = self.run_baselines("--quick", "--only", "s1-interceptor-overhead,s3-load-test",
+                                  "--interceptors-host", "127.0.0.9", "--interceptors-admin", "http://127.0.0.1:9")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("storm-interceptors does not answer http://127.0.0.1:9/ready", proc.stderr)
+        s1 = json.loads((self.results / "s1-interceptor-overhead.r1.json").read_text())
+        self.assertEqual((s1["config"]["BASE_HOST"], s1["config"]["VUS"]), ("127.0.0.9", "2"))
+        s3 = json.loads((self.results / "s3-load-test.r1.json").read_text())
+        self.assertEqual((s3["config"]["GATEWAY_URL"], s3["config"]["STAGES"]), ("http://127.0.0.1:9", "2s:20,4s:20,1s:0"))
+        report = (self.results / "BASELINES.quick.md").read_text()
+        # an S1 command is shown without the gateway it never talks to
+        self.assertRegex(report, r"\nBASE_HOST=127\.0\.0\.9 SUMMARY_JSON=\S+ VUS=2 DURATION=4s THINK_MS=100 "
+                                 r"bash scripts/k6-run\.sh loadtest/k6/interceptor-overhead\.js --quiet\n")
+        self.assertIn("| scenario | what | generator | generator CPU | storm-interceptors CPU | runs |", report)
+        self.assertIn("- **Interceptor-overhead server** (S1): `storm-interceptors` on 127.0.0.9", report)
 
     def test_k6_threshold_exit_99_is_a_result_not_a_crash(self):
         proc = self.run_baselines("--quick", "--only", "s0-perf-load-baseline", FAKE_K6_EXIT="99")

@@ -15,8 +15,10 @@ loadtest/scenarios.toml REPEATS times against the gateway at GATEWAY_URL, keeps 
 loadtest/results/<UTC time>/ (not committed), and rewrites loadtest/BASELINES.md from them: one
 table per source system (source figure, target, our median and min–max, pass/fail), the generator
 ceiling, CPU per run, the machine, commit, date and exact commands. The hand-written notes between
-the notes markers of BASELINES.md are kept. About 28 minutes. S2 and S4 need the messages, chat
-and writer services too: `scripts/stack.sh up` starts them all.
+the notes markers of BASELINES.md are kept. About 85 minutes with REPEATS=3, 55 of them the S1
+and S3 k6 ramps (the longest run once each: `repeats` in scenarios.toml). S2 and S4 need the
+messages, chat and writer services too, S1 the interceptor-overhead server (storm-interceptors):
+`scripts/stack.sh up` starts them all.
 Exit 0 when every run completed — a missed target is a "fail" in the table, not an error — and 1
 when a run failed (non-zero exit), timed out or wrote no result (BASELINES.md is then left as it was).
 
@@ -35,6 +37,12 @@ it). A stack that was already running is left running.
 Env:
   GATEWAY_URL          the gateway (default http://127.0.0.1:8080)
   CHAT_URL             the chat service, for the S4 scenarios (default http://127.0.0.1:8082)
+  INTERCEPTORS_HOST    where storm-interceptors serves the S1 call (default 127.0.0.1); the S1
+                       scripts' own BASELINE_PORT, VALIDATION_PORT, LOGGER_PORT, TRACING_PORT,
+                       FULLCHAIN_PORT (8181–8184, 8180) and PROTOCOL (http) pass through
+  INTERCEPTORS_ADMIN_URL  its /health, /ready, /metrics listener, checked before the S1 runs
+                       (default http://$INTERCEPTORS_HOST:8185)
+  INTERCEPTORS_PID     its pid, for its CPU share per S1 run (default: STACK_DIR/interceptors.pid)
   RUN_ALL_NO_STACK=1   never start or stop the stack: GATEWAY_URL must answer /ready (test.sh)
   GATEWAY_PID          the gateway's pid, for its CPU share per run (default: STACK_DIR/gateway.pid)
   LOADGEN_BIN          storm-loadgen (default target/release/storm-loadgen, else target/debug/…)
@@ -43,6 +51,11 @@ Env:
   REPEATS              runs per scenario (default 3; 1 with --quick)
   RUN_ALL_RESULTS_DIR  where the per-run directories go (default loadtest/results)
   JWT_SECRET           what the generators sign their tokens with (default dev-secret)
+
+Open files: k6 holds one socket per VU and the gateway one per connection, so the S3 ramps (10,000,
+5,000 and 20,000 VUs) need that many open files in each process. This script raises the soft
+limit to the hard one before the stack starts; where the hard limit is lower than a scenario needs,
+scripts/k6-run.sh caps the VUs (VU_CAP) and the run says so (loadtest/k6/README-S1-S3.md).
 
 Adding a scenario: one [[scenario]] block in loadtest/scenarios.toml (its header says how).
 USAGE
@@ -80,9 +93,18 @@ GATEWAY_URL=${GATEWAY_URL%/}
 CHAT_URL=${CHAT_URL:-http://127.0.0.1:8082}
 CHAT_URL=${CHAT_URL%/}
 [[ $CHAT_URL =~ ^https?://[^/]+$ ]] || usage_error "CHAT_URL must be http(s)://host:port, got '$CHAT_URL'"
+INTERCEPTORS_HOST=${INTERCEPTORS_HOST:-127.0.0.1}
+[[ $INTERCEPTORS_HOST =~ ^[A-Za-z0-9._:-]+$ ]] ||
+  usage_error "INTERCEPTORS_HOST must be a host name or address (no scheme, no port), got '$INTERCEPTORS_HOST'"
+INTERCEPTORS_ADMIN_URL=${INTERCEPTORS_ADMIN_URL:-http://$INTERCEPTORS_HOST:8185}
+INTERCEPTORS_ADMIN_URL=${INTERCEPTORS_ADMIN_URL%/}
+[[ $INTERCEPTORS_ADMIN_URL =~ ^https?://[^/]+$ ]] ||
+  usage_error "INTERCEPTORS_ADMIN_URL must be http(s)://host:port, got '$INTERCEPTORS_ADMIN_URL'"
 REPEATS=${REPEATS:-}
 [[ -z $REPEATS || $REPEATS =~ ^[1-9][0-9]*$ ]] || usage_error "REPEATS must be a positive integer, got '$REPEATS'"
 [[ -z ${GATEWAY_PID:-} || ${GATEWAY_PID} =~ ^[0-9]+$ ]] || usage_error "GATEWAY_PID must be a pid, got '$GATEWAY_PID'"
+[[ -z ${INTERCEPTORS_PID:-} || ${INTERCEPTORS_PID} =~ ^[0-9]+$ ]] ||
+  usage_error "INTERCEPTORS_PID must be a pid, got '$INTERCEPTORS_PID'"
 # An unknown name in RUN_ALL_ONLY is a usage error too (exit 2, from baselines.py).
 TOOLS=$("${BASELINES_PY[@]}" list --tools --only "${RUN_ALL_ONLY:-}") || exit $?
 
@@ -97,9 +119,17 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
-# 5,000 sockets on each side of the fan-out scenario go far past the usual 1024; set before the
-# stack starts so a gateway started here inherits it too.
+# 5,000 sockets on each side of the fan-out scenario, and one per k6 VU on each side of the S3
+# ramps (up to 20,000), go far past the usual 1024; set before the stack starts so a gateway
+# started here inherits it too.
 raise_nofile
+S3_RAMPS=$("${BASELINES_PY[@]}" list --only "${RUN_ALL_ONLY:-}" | awk '$1 ~ /^s3-(load-test|spike|stress)$/ {print $1}')
+nofile=$(ulimit -Sn)
+if [[ -n $S3_RAMPS && -z $QUICK && $nofile != unlimited ]] && ((nofile < 20000 + ${K6_FD_RESERVE:-256})); then
+  warn "open-files limit $nofile (hard $(ulimit -Hn)): s3-stress asks for 20,000 VUs, one socket each in k6 and" \
+    "in the gateway; scripts/k6-run.sh caps it at VU_CAP=$((nofile - ${K6_FD_RESERVE:-256})) VUs and the run says" \
+    "\"capped\". Raise the hard limit to run it whole (loadtest/k6/README-S1-S3.md)."
+fi
 
 # --- the stack ----------------------------------------------------------------------------------------
 if [[ ${RUN_ALL_NO_STACK:-} == 1 ]]; then
@@ -119,6 +149,12 @@ if [[ -z ${GATEWAY_PID:-} ]]; then
   pid_file="${STACK_DIR:-$STORM_ROOT/.stack}/gateway.pid"
   if [[ -f $pid_file ]] && alive "$(<"$pid_file")"; then GATEWAY_PID=$(<"$pid_file"); fi
 fi
+if [[ -z ${INTERCEPTORS_PID:-} ]]; then
+  pid_file="${STACK_DIR:-$STORM_ROOT/.stack}/interceptors.pid"
+  if [[ -f $pid_file ]] && alive "$(<"$pid_file")"; then INTERCEPTORS_PID=$(<"$pid_file"); fi
+fi
+# scripts/k6-run.sh bounds VU_CAP by the gateway's own open-files limit too.
+[[ -z ${GATEWAY_PID:-} ]] || export GATEWAY_PID
 
 # --- the generators --------------------------------------------------------------------------------------
 if grep -qx k6 <<<"$TOOLS" && ! command -v k6 >/dev/null; then
@@ -140,10 +176,12 @@ fi
 # --- the runs --------------------------------------------------------------------------------------------
 results_dir="${RUN_ALL_RESULTS_DIR:-loadtest/results}/$(date -u +%Y-%m-%dT%H-%M-%SZ)${QUICK:+-quick}"
 log "results: $results_dir"
-args=(run --gateway "$GATEWAY_URL" --chat "$CHAT_URL" --results "$results_dir" --loadgen "${LOADGEN_BIN:-}")
+args=(run --gateway "$GATEWAY_URL" --chat "$CHAT_URL" --results "$results_dir" --loadgen "${LOADGEN_BIN:-}"
+  --interceptors-host "$INTERCEPTORS_HOST" --interceptors-admin "$INTERCEPTORS_ADMIN_URL")
 [[ -z $QUICK ]] || args+=(--quick)
 [[ -z $REPEATS ]] || args+=(--repeats "$REPEATS")
 [[ -z ${RUN_ALL_ONLY:-} ]] || args+=(--only "$RUN_ALL_ONLY")
 [[ -z ${GATEWAY_PID:-} ]] || args+=(--gateway-pid "$GATEWAY_PID")
+[[ -z ${INTERCEPTORS_PID:-} ]] || args+=(--interceptors-pid "$INTERCEPTORS_PID")
 # Last command: its exit status is the script's (set -e), and the EXIT trap still stops the stack.
 "${BASELINES_PY[@]}" "${args[@]}"

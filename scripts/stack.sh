@@ -180,6 +180,9 @@ create_database() {
 cmd_up() {
   local line
   select_services "${1:-}"
+  # The services inherit this shell's open-files limit: the gateway holds one per connection
+  # (the S3 ramps reach 10,000–20,000 users).
+  raise_nofile
   if [[ ${STACK_NO_BUILD:-} != 1 ]]; then
     log "cargo build --release --bins"
     (cd "$STORM_ROOT" && cargo build --release --bins) || die "cargo build --release --bins failed"
