@@ -160,8 +160,8 @@ pub fn check_headers(headers: &HeaderMap) -> Result<(), ConnectError> {
 }
 
 /// Reads the whole body, bounded by `MAX_MESSAGE_BYTES`.
-pub async fn read_body(request: Request) -> Result<Bytes, ConnectError> {
-    axum::body::to_bytes(request.into_body(), MAX_MESSAGE_BYTES)
+pub async fn read_body(body: axum::body::Body) -> Result<Bytes, ConnectError> {
+    axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
         .await
         .map_err(|e| {
             ConnectError::new(
@@ -192,7 +192,7 @@ where
             return Ok(Unary(message));
         }
         check_headers(request.headers())?;
-        let body = read_body(request).await?;
+        let body = read_body(request.into_body()).await?;
         decode(&body).map(Unary)
     }
 }

@@ -22,7 +22,7 @@ where
     if let Err(e) = connect::check_headers(&parts.headers) {
         return e.into_response();
     }
-    let bytes = match connect::read_body(Request::from_parts(parts.clone(), body)).await {
+    let bytes = match connect::read_body(body).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
