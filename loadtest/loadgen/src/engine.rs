@@ -104,6 +104,10 @@ pub struct Engine<S> {
     pub latency: Shards,
     pub service: Shards,
     pub lag: Shards,
+    /// `latency` split by admission: answers other than 503 …
+    pub admitted: Shards,
+    /// … and 503s (a server shedding load, S3): how fast a refusal comes back is its own figure.
+    pub shed: Shards,
 }
 
 impl<S: RequestSource> Engine<S> {
@@ -118,6 +122,8 @@ impl<S: RequestSource> Engine<S> {
             latency: Shards::new(shards),
             service: Shards::new(shards),
             lag: Shards::new(shards),
+            admitted: Shards::new(shards),
+            shed: Shards::new(shards),
         }
     }
 
@@ -136,8 +142,13 @@ impl<S: RequestSource> Engine<S> {
             match tokio::time::timeout_at(deadline, self.exchange(&mut sender, &ticket)).await {
                 Ok(Ok((status, body))) => {
                     let done = Instant::now();
-                    self.latency
-                        .record(slot, done.saturating_duration_since(ticket.intended));
+                    let latency = done.saturating_duration_since(ticket.intended);
+                    self.latency.record(slot, latency);
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        self.shed.record(slot, latency);
+                    } else {
+                        self.admitted.record(slot, latency);
+                    }
                     self.service
                         .record(slot, done.saturating_duration_since(sent_at));
                     self.outcomes.status(status.as_u16());
@@ -263,6 +274,8 @@ pub struct Totals {
     pub latency: Tally,
     pub service: Tally,
     pub lag: Tally,
+    pub admitted: Tally,
+    pub shed: Tally,
     last_sent: u64,
     last_2xx: u64,
     last_completed: u64,
@@ -275,6 +288,8 @@ impl Totals {
         let interval = self.latency.absorb(&engine.latency);
         self.service.absorb(&engine.service);
         self.lag.absorb(&engine.lag);
+        self.admitted.absorb(&engine.admitted);
+        self.shed.absorb(&engine.shed);
         let counts = engine.outcomes.snapshot();
         let now = Instant::now();
         let seconds = now
@@ -388,6 +403,12 @@ pub struct HttpReport {
     pub latency_ms: Summary,
     pub service_time_ms: Summary,
     pub send_lag_ms: Option<Summary>,
+    /// `latency_ms` of the answers other than 503, present when some request was shed (503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admitted_latency_ms: Option<Summary>,
+    /// `latency_ms` of the 503 answers alone, present when some request was shed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shed_latency_ms: Option<Summary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -479,6 +500,9 @@ pub async fn run_http(config: HttpConfig, clock: RunClock) -> anyhow::Result<Htt
         latency_ms: Summary::of(&totals.latency.total),
         service_time_ms: Summary::of(&totals.service.total),
         send_lag_ms: config.rate.map(|_| Summary::of(&totals.lag.total)),
+        admitted_latency_ms: (!totals.shed.total.is_empty())
+            .then(|| Summary::of(&totals.admitted.total)),
+        shed_latency_ms: (!totals.shed.total.is_empty()).then(|| Summary::of(&totals.shed.total)),
     })
 }
 
@@ -549,6 +573,10 @@ impl HttpReport {
         if let Some(lag) = &self.send_lag_ms {
             lines.push(format!("service     {}", self.service_time_ms.line()));
             lines.push(format!("send lag    {}", lag.line()));
+        }
+        if let (Some(admitted), Some(shed)) = (&self.admitted_latency_ms, &self.shed_latency_ms) {
+            lines.push(format!("admitted    {}", admitted.line()));
+            lines.push(format!("shed (503)  {}", shed.line()));
         }
         lines
     }

@@ -85,6 +85,10 @@ async fn open_model_sends_rate_times_duration_to_a_real_gateway_and_reports_them
     assert_eq!(report.latency_ms.count, report.requests.sent);
     assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.p99);
     assert!(report.send_lag_ms.is_some());
+    assert!(
+        report.shed_latency_ms.is_none() && report.admitted_latency_ms.is_none(),
+        "nothing was shed, so no split"
+    );
 
     // The JSON schema scripts rely on (scripts/run-all.sh, BASELINES.md).
     let json: Value = serde_json::to_value(Report::Http(report)).unwrap();
@@ -154,6 +158,72 @@ async fn slow_server(delay: Duration) -> String {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}/")
+}
+
+/// A server that sheds every other request with an immediate 503 and answers the rest after
+/// `delay` — admission control as the S3 gateway does it, with known latencies on each side.
+async fn shedding_server(delay: Duration) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+                } else {
+                    tokio::time::sleep(delay).await;
+                    (http::StatusCode::OK, "admitted")
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shed_503s_get_their_own_latency_apart_from_the_admitted_answers() {
+    let url = shedding_server(Duration::from_millis(30)).await;
+    let Report::Http(report) = run(Run::Http(http_config(
+        &url,
+        Some(100.0),
+        8,
+        Duration::from_secs(2),
+    )))
+    .await
+    else {
+        panic!("http report expected")
+    };
+    let shed = report.shed_latency_ms.as_ref().expect("503s were answered");
+    let admitted = report.admitted_latency_ms.as_ref().expect("split present");
+    assert_eq!(shed.count, report.status_codes["503"]);
+    assert_eq!(admitted.count, report.status_codes["200"]);
+    assert_eq!(shed.count + admitted.count, report.latency_ms.count);
+    assert!(
+        shed.count >= 90 && admitted.count >= 90,
+        "{shed:?} {admitted:?}"
+    );
+    assert!(
+        admitted.p50 >= 30.0,
+        "admitted answers wait 30 ms: {admitted:?}"
+    );
+    assert!(
+        shed.p50 < admitted.p50,
+        "the refusals are not held back: {shed:?} vs {admitted:?}"
+    );
+    let lines = report.lines().join("\n");
+    assert!(
+        lines.contains("shed (503)") && lines.contains("admitted"),
+        "{lines}"
+    );
+    let json: Value = serde_json::to_value(Report::Http(report)).unwrap();
+    assert!(json["shed_latency_ms"]["p95"].is_number());
+    assert!(json["admitted_latency_ms"]["p95"].is_number());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
