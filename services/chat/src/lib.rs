@@ -158,6 +158,14 @@ fn describe_metrics() {
         "chat_number_collisions_total",
         "Chat numbers found taken (Redis counter behind the database) and retried."
     );
+    common::metrics::register_counters(&[
+        ("chat_publish_total", &[("outcome", "confirmed")]),
+        ("chat_publish_total", &[("outcome", "not_connected")]),
+        ("chat_publish_total", &[("outcome", "refused")]),
+        ("chat_publish_total", &[("outcome", "in_doubt")]),
+        ("chat_publish_in_doubt_total", &[]),
+        ("chat_number_collisions_total", &[]),
+    ]);
 }
 
 /// The chat process, ready to run.

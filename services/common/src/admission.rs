@@ -93,6 +93,10 @@ impl Admission {
             "Requests admitted by admission control."
         );
         describe_counter!("admission_shed_total", "Requests shed with 503 overloaded.");
+        crate::metrics::register_counters(&[
+            ("admission_admitted_total", &[]),
+            ("admission_shed_total", &[]),
+        ]);
         gauge!("admission_workers").set(config.workers() as f64);
         gauge!("admission_queue_capacity").set(config.queue_capacity() as f64);
         Arc::new(Self {

@@ -36,6 +36,19 @@ pub const SIZE_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Exports each counter at 0 from the start, before its first event: a dashboard or alert then
+/// reads 0 rather than "no data", and `increase()`/`rate()` count the first event too (a series
+/// that first appears at 1 loses that increment). One entry per series: a name and its labels.
+pub fn register_counters(series: &[(&'static str, &[(&'static str, &'static str)])]) {
+    for (name, labels) in series {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|&(key, value)| metrics::Label::new(key, value))
+            .collect();
+        counter!(*name, labels).increment(0);
+    }
+}
+
 /// Installs the recorder once per process (later calls return the same handle) with a
 /// `service` label on every series, and starts the upkeep task on the current runtime.
 pub fn install(service: &str) -> PrometheusHandle {

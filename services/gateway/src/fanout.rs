@@ -90,6 +90,14 @@ fn describe_metrics() {
         "gateway_pubsub_undeliverable_total",
         "Redis messages dropped because their payload was not UTF-8 or their channel lacked the prefix."
     );
+    common::metrics::register_counters(&[
+        ("gateway_pubsub_messages_in_total", &[]),
+        ("gateway_pubsub_disconnects_total", &[]),
+        ("gateway_pubsub_subscribe_errors_total", &[]),
+        ("gateway_ws_frames_dropped_total", &[]),
+        ("gateway_pubsub_undeliverable_total", &[]),
+    ]);
+    gauge!("gateway_pubsub_subscriptions").increment(0.0);
 }
 
 impl Hub {

@@ -116,9 +116,40 @@ async fn metrics_expose_the_spec_families() {
     ] {
         assert!(text.contains(family), "missing {family:?}");
     }
+    // Counters of things that have not happened yet are exported at 0, not missing.
+    for zero in [
+        r#"admission_shed_total{service="gateway"} 0"#,
+        r#"gateway_ws_slow_consumer_closes_total{service="gateway"} 0"#,
+        r#"gateway_ws_rejected_total{service="gateway"} 0"#,
+        r#"gateway_pubsub_disconnects_total{service="gateway"} 0"#,
+        r#"gateway_upstream_errors_total{service="gateway",kind="timeout"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|line| line == zero),
+            "missing {zero:?} in\n{text}"
+        );
+    }
     assert!(
         text.contains(r#"route="/api/v1/events/{subject}",status="202""#),
         "route label is the template"
     );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fresh_gateway_exports_its_gauges_and_counters_at_zero() {
+    let gw = spawn_gateway(&[]).await;
+    let text = gw.get_text(&http(), "/metrics").await;
+    for zero in [
+        r#"gateway_ws_connections{service="gateway"} 0"#,
+        r#"gateway_pubsub_subscriptions{service="gateway"} 0"#,
+        r#"gateway_ws_frames_sent_total{service="gateway"} 0"#,
+        r#"admission_shed_total{service="gateway"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|line| line == zero),
+            "missing {zero:?} in\n{text}"
+        );
+    }
     gw.stop().await.unwrap();
 }

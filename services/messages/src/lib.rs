@@ -100,6 +100,14 @@ fn describe_metrics() {
         "messages_live_delivery_lost_total",
         "Stored messages and call events that could not be published to Redis."
     );
+    describe_counter!(
+        "messages_call_events_total",
+        "Call-state events by the state they asked for and what the state machine did: transition \
+         (stored, published), repeat (already in that state, nothing changed), conflict (409), \
+         invalid (another 4xx) or error (the database failed)."
+    );
+    common::metrics::register_counters(&[("messages_live_delivery_lost_total", &[])]);
+    routes::calls::register_metrics();
 }
 
 /// The messages process, ready to run.

@@ -262,3 +262,66 @@ proptest! {
         });
     }
 }
+
+/// `messages_call_events_total{state, outcome}` as scraped from /metrics.
+async fn call_events(app: &TestMessages, client: &reqwest::Client) -> Vec<(String, String, u64)> {
+    let text = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("messages_call_events_total{"))
+        .map(|line| {
+            let label = |name: &str| {
+                let start = line.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                line[start..start + line[start..].find('"').unwrap()].to_string()
+            };
+            let value = line.rsplit(' ').next().unwrap().parse().unwrap();
+            (label("state"), label("outcome"), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn call_events_are_counted_by_state_and_outcome_from_zero() {
+    let app = spawn_messages(&[]).await;
+    let client = testkit::http();
+    // Every state × transition/repeat/conflict is exported at 0 before the first event.
+    let before = call_events(&app, &client).await;
+    assert_eq!(before.len(), 15, "{before:?}");
+    assert!(before.iter().all(|(_, _, value)| *value == 0), "{before:?}");
+
+    let token = tenant_token("agent", Uuid::new_v4());
+    let id = call_in_state(&app, &client, &token, &path_to(CallState::Answered)).await;
+    assert_eq!(
+        event(&app, &client, &token, moved(&id, "ANSWERED")).await.0,
+        200
+    );
+    assert_eq!(
+        event(&app, &client, &token, moved(&id, "RINGING")).await.0,
+        409
+    );
+    let (status, _) = event(&app, &client, &token, moved(&unique("call"), "COMPLETED")).await;
+    assert_eq!(status, 409, "no such call");
+
+    let after = call_events(&app, &client).await;
+    let count = |state: &str, outcome: &str| {
+        after
+            .iter()
+            .find(|(s, o, _)| s == state && o == outcome)
+            .map_or(0, |(_, _, value)| *value)
+    };
+    assert_eq!(count("INITIATED", "transition"), 1);
+    assert_eq!(count("RINGING", "transition"), 1);
+    assert_eq!(count("ANSWERED", "transition"), 1);
+    assert_eq!(count("ANSWERED", "repeat"), 1);
+    assert_eq!(count("RINGING", "conflict"), 1);
+    assert_eq!(count("COMPLETED", "conflict"), 1);
+    let total: u64 = after.iter().map(|(_, _, value)| value).sum();
+    assert_eq!(total, 6, "{after:?}");
+    app.stop().await.unwrap();
+}

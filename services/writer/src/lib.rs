@@ -72,6 +72,14 @@ fn describe_metrics() {
         "writer_broker_connected",
         "1 while consuming from the broker."
     );
+    common::metrics::register_counters(&[
+        ("writer_rows_written_total", &[]),
+        ("writer_rows_skipped_total", &[]),
+        ("writer_redeliveries_total", &[]),
+        ("writer_dead_letters_total", &[("reason", "malformed")]),
+        ("writer_dead_letters_total", &[("reason", "rejected")]),
+        ("writer_db_retries_total", &[]),
+    ]);
 }
 
 /// The writer process, ready to run: the consumer starts with it and is drained on shutdown.

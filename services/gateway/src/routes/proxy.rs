@@ -36,6 +36,14 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        metrics::describe_counter!(
+            "gateway_upstream_errors_total",
+            "Requests to the messages service that failed without an answer, by kind (unreachable, timeout)."
+        );
+        common::metrics::register_counters(&[
+            ("gateway_upstream_errors_total", &[("kind", "unreachable")]),
+            ("gateway_upstream_errors_total", &[("kind", "timeout")]),
+        ]);
         let base: Uri = base_url
             .parse()
             .map_err(|e| anyhow::anyhow!("MESSAGES_URL {base_url:?}: {e}"))?;

@@ -70,6 +70,15 @@ pub fn describe_metrics() {
         "gateway_ws_rejected_total",
         "WebSocket upgrades refused with 503 because MAX_WS_CONNS sockets were open."
     );
+    common::metrics::register_counters(&[
+        ("gateway_ws_connections_total", &[]),
+        ("gateway_ws_frames_sent_total", &[]),
+        ("gateway_ws_slow_consumer_closes_total", &[]),
+        ("gateway_ws_idle_closes_total", &[]),
+        ("gateway_ws_rejected_total", &[]),
+    ]);
+    // Exported (at 0) before the first socket too; `increment(0)` leaves a live count alone.
+    gauge!("gateway_ws_connections").increment(0.0);
 }
 
 /// Which dialect a socket speaks: v1 answers every client frame; S0 ignores frames that are not ops.

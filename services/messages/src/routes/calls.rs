@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use chrono::{Duration, Utc};
+use metrics::counter;
 use serde::{Deserialize, Serialize};
 
 use common::ApiError;
@@ -77,6 +78,16 @@ fn check_number(field: &str, value: Option<String>) -> Result<Option<String>, Ap
     }
 }
 
+/// The call-transition series at 0 from the start: every state × transition, repeat, conflict.
+pub fn register_metrics() {
+    for state in CallState::ALL {
+        for outcome in ["transition", "repeat", "conflict"] {
+            counter!("messages_call_events_total", "state" => state.as_str(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+}
+
 pub async fn post_event(
     State(state): State<AppState>,
     user: AuthUser,
@@ -108,7 +119,17 @@ pub async fn post_event(
         to: check_number("to", body.to)?,
         at,
     };
-    let applied = calls::apply(&state.pool, &event).await?;
+    let applied = calls::apply(&state.pool, &event).await;
+    let outcome = match &applied {
+        Ok(applied) if applied.changed => "transition",
+        Ok(_) => "repeat",
+        Err(error) if error.code == "conflict" => "conflict",
+        Err(error) if error.status.is_client_error() => "invalid",
+        Err(_) => "error",
+    };
+    counter!("messages_call_events_total", "state" => next.as_str(), "outcome" => outcome)
+        .increment(1);
+    let applied = applied?;
     if applied.changed {
         let data = Published {
             tenant_id: tenant,
