@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test.sh — the project's one test command (CI runs it through .ci/run), for a fresh machine:
 # installs what is missing, makes sure Redis/Postgres/RabbitMQ answer, runs fmt, clippy and the
-# nextest suite and the self-test of the baselines pipeline, then starts the real service binaries
+# nextest suite, the self-test of the baselines pipeline and the offline checks of the deployment
+# files (compose, Kubernetes), then starts the real service binaries
 # (messages, the gateway in front of it, chat and writer on a queue of their own, the interceptor
 # server over TLS) and checks them the way a performance engineer uses them: a chat message from
 # 202 to its row, a k6 smoke of the S0 scenario, every load scenario once in `run-all.sh --quick`,
-# promtool on each /metrics, go tool pprof on CPU and heap of each, and a clean exit on SIGTERM.
+# every Prometheus rule and Grafana panel evaluated against them (scripts/check-observability.sh,
+# promtool on each /metrics), go tool pprof on CPU and heap of each, and a clean exit on SIGTERM.
 set -euo pipefail
 
 usage() {
@@ -153,6 +155,13 @@ fi
 step "baselines.py self-test (run-all.sh and the BASELINES writer, fake generators)"
 python3 loadtest/test_baselines.py
 
+# --- (f') the deployment files, offline (no Docker engine, no cluster here) -------------------------
+step "deploy: check-compose.sh (Dockerfile, docker-compose.yml, by docker-compose config and the repo)"
+bash scripts/check-compose.sh
+
+step "deploy: check-k8s.sh (kustomize overlays and the k6-operator TestRun, strict schemas)"
+bash scripts/check-k8s.sh
+
 # --- (g) the live binary ---------------------------------------------------------------------------
 step "cargo build --bins"
 cargo build --bins --locked
@@ -242,13 +251,15 @@ RUN_ALL_NO_STACK=1 GATEWAY_URL="$BASE" GATEWAY_PID="${PID[gateway]}" API_URL="${
   fail "run-all.sh --quick failed (its smoke checks are above; results under loadtest/results/)"
 still_running
 
-for name in "${LIVE_ORDER[@]}"; do
-  step "live $name: promtool check metrics"
-  curl -sSf -o "$WORK_DIR/$name-metrics.txt" "${API[$name]}/metrics" || fail "GET /metrics of $name failed"
-  [[ -s $WORK_DIR/$name-metrics.txt ]] || fail "GET /metrics of $name returned an empty body"
-  promtool check metrics <"$WORK_DIR/$name-metrics.txt"
-  echo "promtool: $(grep -c '^# TYPE' "$WORK_DIR/$name-metrics.txt") metric families of $name OK"
-done
+# Prometheus and Grafana as shipped in infra/: every rule and dashboard expression evaluated by a
+# private Prometheus scraping these services after a short load, every SPEC metric family present,
+# and `promtool check metrics` on each service's /metrics.
+step "live: check-observability.sh (every dashboard and rule expression, SPEC metric families, promtool)"
+GATEWAY_URL="$BASE" MESSAGES_URL="${API[messages]}" CHAT_URL="$CHAT" WRITER_URL="${API[writer]}" \
+  INTERCEPTORS_ADMIN_URL="${API[interceptors]}" INTERCEPTORS_HOST=127.0.0.1 PROTOCOL=https \
+  FULLCHAIN_PORT="${S1_PORT[full]}" BASELINE_PORT="${S1_PORT[baseline]}" VALIDATION_PORT="${S1_PORT[validation]}" \
+  LOGGER_PORT="${S1_PORT[logger]}" TRACING_PORT="${S1_PORT[tracing]}" JWT_SECRET=$SECRET \
+  LOADGEN_BIN="${CARGO_TARGET_DIR:-target}/debug/storm-loadgen" bash scripts/check-observability.sh
 still_running
 
 export HOME="$WORK_DIR/home" GOCACHE="$WORK_DIR/gocache" PPROF_TMPDIR="$WORK_DIR/pprof"

@@ -145,19 +145,24 @@ async fn open_model_sends_rate_times_duration_to_a_real_gateway_and_reports_them
     gateway.stop().await.unwrap();
 }
 
-/// A server that answers every request after `delay`.
-async fn slow_server(delay: Duration) -> String {
+/// Serves `app` on a free loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route(
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/")
+}
+
+/// A server that answers every request after `delay`.
+async fn slow_server(delay: Duration) -> String {
+    serve(Router::new().route(
         "/",
         get(move || async move {
             tokio::time::sleep(delay).await;
             "slow"
         }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/")
+    ))
+    .await
 }
 
 /// A server that sheds every other request with an immediate 503 and answers the rest after
@@ -165,8 +170,6 @@ async fn slow_server(delay: Duration) -> String {
 async fn shedding_server(delay: Duration) -> String {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let app = Router::new().route(
         "/",
@@ -182,8 +185,7 @@ async fn shedding_server(delay: Duration) -> String {
             }
         }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/")
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,14 +265,7 @@ proptest! {
 
 /// `messages_call_events_total{state, outcome}` as scraped from /metrics.
 async fn call_events(app: &TestMessages, client: &reqwest::Client) -> Vec<(String, String, u64)> {
-    let text = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text(client, "/metrics").await;
     text.lines()
         .filter(|line| line.starts_with("messages_call_events_total{"))
         .map(|line| {
