@@ -80,6 +80,13 @@ async fn cpu_and_heap_profiles_parse_and_cpu_profiles_are_exclusive() {
     assert_eq!(heap.status(), 200, "heap profiling is on in this binary");
     let heap = decode_profile(&heap.bytes().await.unwrap());
     assert!(!heap.sample.is_empty(), "the heap profile has samples");
+    // Symbolized in the process, and flagged so: `go tool pprof` must not symbolize the binary
+    // again (minutes on a debug build).
+    let main = &heap.mapping[0];
+    assert!(
+        main.has_functions && main.has_line_numbers,
+        "the binary's mapping is flagged symbolized: {main:?}"
+    );
 
     let svg = client
         .get(format!("{pprof}/debug/pprof/flamegraph?seconds=1"))
