@@ -104,9 +104,8 @@ pub struct Engine<S> {
     pub latency: Shards,
     pub service: Shards,
     pub lag: Shards,
-    /// `latency` split by admission: answers other than 503 …
-    pub admitted: Shards,
-    /// … and 503s (a server shedding load, S3): how fast a refusal comes back is its own figure.
+    /// The 503s' share of `latency` (a server shedding load, S3): how fast a refusal comes back is
+    /// its own figure; the admitted answers' is `latency` minus it, derived at the end.
     pub shed: Shards,
 }
 
@@ -122,7 +121,6 @@ impl<S: RequestSource> Engine<S> {
             latency: Shards::new(shards),
             service: Shards::new(shards),
             lag: Shards::new(shards),
-            admitted: Shards::new(shards),
             shed: Shards::new(shards),
         }
     }
@@ -146,8 +144,6 @@ impl<S: RequestSource> Engine<S> {
                     self.latency.record(slot, latency);
                     if status == StatusCode::SERVICE_UNAVAILABLE {
                         self.shed.record(slot, latency);
-                    } else {
-                        self.admitted.record(slot, latency);
                     }
                     self.service
                         .record(slot, done.saturating_duration_since(sent_at));
@@ -274,7 +270,6 @@ pub struct Totals {
     pub latency: Tally,
     pub service: Tally,
     pub lag: Tally,
-    pub admitted: Tally,
     pub shed: Tally,
     last_sent: u64,
     last_2xx: u64,
@@ -288,7 +283,6 @@ impl Totals {
         let interval = self.latency.absorb(&engine.latency);
         self.service.absorb(&engine.service);
         self.lag.absorb(&engine.lag);
-        self.admitted.absorb(&engine.admitted);
         self.shed.absorb(&engine.shed);
         let counts = engine.outcomes.snapshot();
         let now = Instant::now();
@@ -500,8 +494,12 @@ pub async fn run_http(config: HttpConfig, clock: RunClock) -> anyhow::Result<Htt
         latency_ms: Summary::of(&totals.latency.total),
         service_time_ms: Summary::of(&totals.service.total),
         send_lag_ms: config.rate.map(|_| Summary::of(&totals.lag.total)),
-        admitted_latency_ms: (!totals.shed.total.is_empty())
-            .then(|| Summary::of(&totals.admitted.total)),
+        admitted_latency_ms: (!totals.shed.total.is_empty()).then(|| {
+            let mut admitted = totals.latency.total.clone();
+            // Every shed value was recorded in `latency` too, so the subtraction cannot fail.
+            let _ = admitted.subtract(&totals.shed.total);
+            Summary::of(&admitted)
+        }),
         shed_latency_ms: (!totals.shed.total.is_empty()).then(|| Summary::of(&totals.shed.total)),
     })
 }
