@@ -51,8 +51,7 @@ COMPOSE_PINS=(
   "requests==2.34.2" "urllib3==2.8.0" "idna==3.20" "certifi==2026.10.19.post1"
   "charset-normalizer==3.5.3" "texttable==1.7.2" "websocket-client==0.59.0" "distro==1.9.0"
 )
-CACHE_DIR=${STORM_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/stormstack}
-VENV="$CACHE_DIR/docker-compose-$COMPOSE_VERSION"
+VENV="$STORM_CACHE_DIR/docker-compose-$COMPOSE_VERSION"
 
 install_compose() {
   local stamp="$VENV/.stormstack-pins" want started=$SECONDS
@@ -60,16 +59,8 @@ install_compose() {
   if [[ -x $VENV/bin/docker-compose && -f $stamp && $(<"$stamp") == "$want" ]]; then
     return 0
   fi
-  command -v python3 >/dev/null || apt_install python3
   log "installing docker-compose $COMPOSE_VERSION from PyPI into $VENV (first run only)"
-  rm -rf "$VENV"
-  mkdir -p "$CACHE_DIR"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
-    # Debian's python3 ships venv separately.
-    rm -rf "$VENV"
-    apt_install python3-venv
-    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
-  fi
+  new_venv "$VENV"
   local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input)
   "${pip[@]}" "${BUILD_PINS[@]}" || die "pip install ${BUILD_PINS[*]} failed"
   "${pip[@]}" --no-build-isolation "$PYYAML_PIN" || die "pip install --no-build-isolation $PYYAML_PIN failed"

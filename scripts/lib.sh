@@ -77,6 +77,20 @@ apt_install() {
     die "apt-get install $* failed"
 }
 
+# Where the checks keep the tools they install (virtualenvs): STORM_CACHE_DIR, else
+# $XDG_CACHE_HOME/stormstack (~/.cache/stormstack). Safe to delete: each check reinstalls.
+STORM_CACHE_DIR=${STORM_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/stormstack}
+
+# new_venv DIR — a fresh Python virtualenv at DIR, installing python3 and Debian's python3-venv
+# (venv and ensurepip live there) when missing.
+new_venv() {
+  command -v python3 >/dev/null || apt_install python3
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  rm -rf "$1"
+  mkdir -p "$(dirname "$1")"
+  python3 -m venv "$1" || die "python3 -m venv $1 failed"
+}
+
 # ensure_dependency NAME PORT TIMEOUT PACKAGE IS_INSTALLED_CMD START_FN [AFTER_INSTALL_FN]
 # If the port answers, nothing to do; else start the installed server, or install it first.
 ensure_dependency() {
