@@ -7,6 +7,20 @@
 STORM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export STORM_ROOT
 
+# What the scripts' services run with (scripts/stack.sh, scripts/test.sh's live services):
+# - STORM_DEV=1, the explicit development flag: without it the services refuse JWT_SECRET=dev-secret
+#   (the secret scripts/gen-jwt.sh and the S0 source's token script sign with) and any secret
+#   shorter than 32 bytes.
+# - A development QUEUE_SIGNING_KEY, the one key chat signs queued messages with and the writer
+#   checks them with (HMAC-SHA256): 40 bytes, so it is long enough, and public, so development only.
+# - The benchmark limits: the 5,000/10,000-socket fan-out and the 10,000-connection S3 scenarios
+#   open every connection from one IP (and the socket ones with one user), far past the defaults
+#   (MAX_CONNS_PER_IP 2048, WS_MAX_SOCKETS_PER_USER 256, WS_MAX_SOCKETS_PER_IP 2048).
+# shellcheck disable=SC2034 # both are read by the scripts that source this file.
+STORM_DEV_QUEUE_SIGNING_KEY=dev-queue-signing-key-for-local-use-only
+# shellcheck disable=SC2034
+STORM_BENCH_LIMITS=(MAX_CONNS_PER_IP=40000 WS_MAX_SOCKETS_PER_USER=20000 WS_MAX_SOCKETS_PER_IP=20000)
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s] warning: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {

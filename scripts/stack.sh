@@ -9,11 +9,19 @@ set -euo pipefail
 #   name  binary  http-port  pprof-port  [extra env as KEY=value ...]
 # Adding a service is adding its line; its addresses can be moved with <NAME>_HTTP_ADDR and
 # <NAME>_PPROF_ADDR (e.g. GATEWAY_HTTP_ADDR=127.0.0.1:9080, GATEWAY_PPROF_ADDR= disables pprof).
+# Every listener binds the loopback unless told otherwise: this is a benchmark stack on a developer's
+# machine, with the development secret (STORM_DEV=1) and raised per-IP limits.
+# The interceptors' five S1 call listeners (their binary's default is every interface).
+S1_LISTENERS="INTERCEPTORS_FULL_ADDR=${INTERCEPTORS_FULL_ADDR:-127.0.0.1:8180}"
+S1_LISTENERS+=" INTERCEPTORS_BASELINE_ADDR=${INTERCEPTORS_BASELINE_ADDR:-127.0.0.1:8181}"
+S1_LISTENERS+=" INTERCEPTORS_VALIDATION_ADDR=${INTERCEPTORS_VALIDATION_ADDR:-127.0.0.1:8182}"
+S1_LISTENERS+=" INTERCEPTORS_LOGGER_ADDR=${INTERCEPTORS_LOGGER_ADDR:-127.0.0.1:8183}"
+S1_LISTENERS+=" INTERCEPTORS_TRACING_ADDR=${INTERCEPTORS_TRACING_ADDR:-127.0.0.1:8184}"
 SERVICES=(
   "messages      storm-messages      8081  6061"
   "chat          storm-chat          8082  6062"
   "writer        storm-writer        8083  6063"
-  "interceptors  storm-interceptors  8185  6064"
+  "interceptors  storm-interceptors  8185  6064  $S1_LISTENERS"
   "gateway       storm-gateway       8080  6060  MESSAGES_URL=http://127.0.0.1:8081"
 )
 
@@ -36,8 +44,16 @@ Env:
   STACK_READY_TIMEOUT    seconds to wait for each /ready (default 60)
   <NAME>_HTTP_ADDR       e.g. GATEWAY_HTTP_ADDR (default 127.0.0.1:<http-port>)
   <NAME>_PPROF_ADDR      e.g. GATEWAY_PPROF_ADDR (default 127.0.0.1:<pprof-port>; empty disables)
-  JWT_SECRET (default dev-secret), LOG_FORMAT (default json), DATABASE_URL, REDIS_URL, AMQP_URL,
-  RUST_LOG, SHUTDOWN_GRACE_SECS and the services' other variables are passed through.
+  INTERCEPTORS_{FULL,BASELINE,VALIDATION,LOGGER,TRACING}_ADDR
+                         the S1 call listeners (default 127.0.0.1:8180 … 127.0.0.1:8184)
+  STORM_DEV              development flag (default 1: dev-secret and short secrets are accepted)
+  JWT_SECRET             default dev-secret (what scripts/gen-jwt.sh signs with)
+  QUEUE_SIGNING_KEY      chat → writer message signing key (default: a public development key)
+  MAX_CONNS_PER_IP, WS_MAX_SOCKETS_PER_USER, WS_MAX_SOCKETS_PER_IP
+                         raised for the benchmarks (default 40000, 20000, 20000: the fan-out and
+                         10k-connection scenarios open everything from one IP with one user)
+  LOG_FORMAT (default json), DATABASE_URL, REDIS_URL, AMQP_URL, RUST_LOG, SHUTDOWN_GRACE_SECS and
+  the services' other variables are passed through.
 USAGE
 }
 
@@ -51,7 +67,14 @@ GRACE_SECS=${SHUTDOWN_GRACE_SECS:-10}
 [[ $READY_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "STACK_READY_TIMEOUT must be a positive integer, got '$READY_TIMEOUT'"
 [[ $GRACE_SECS =~ ^[0-9]+$ ]] || die "SHUTDOWN_GRACE_SECS must be a non-negative integer, got '$GRACE_SECS'"
 
+export STORM_DEV=${STORM_DEV:-1}
 export JWT_SECRET=${JWT_SECRET:-dev-secret}
+export QUEUE_SIGNING_KEY=${QUEUE_SIGNING_KEY:-$STORM_DEV_QUEUE_SIGNING_KEY}
+for limit in "${STORM_BENCH_LIMITS[@]}"; do
+  # An explicit value in the environment wins over the benchmark default.
+  name=${limit%%=*}
+  [[ -n ${!name:-} ]] || export "${limit?}"
+done
 export LOG_FORMAT=${LOG_FORMAT:-json}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/stormstack}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -114,14 +137,19 @@ stop_pid() {
 }
 
 start_service() {
-  local pid bin_path port
+  local pid bin_path port kv ports
   if pid=$(running_pid); then
     log "$SVC_NAME already running (pid $pid)"
   else
     rm -f "$(pid_file)"
     bin_path="$BIN_DIR/$SVC_BIN"
     [[ -x $bin_path ]] || die "$bin_path not found: build it with 'cargo build --release --bins' (or unset STACK_NO_BUILD)"
-    for port in "$(addr_port "$SVC_HTTP_ADDR")" ${SVC_PPROF_ADDR:+"$(addr_port "$SVC_PPROF_ADDR")"}; do
+    ports=("$(addr_port "$SVC_HTTP_ADDR")")
+    [[ -z $SVC_PPROF_ADDR ]] || ports+=("$(addr_port "$SVC_PPROF_ADDR")")
+    for kv in "${SVC_ENV[@]}"; do
+      [[ ${kv%%=*} != *_ADDR ]] || ports+=("$(addr_port "${kv#*=}")")
+    done
+    for port in "${ports[@]}"; do
       if port_open 127.0.0.1 "$port"; then
         die "$SVC_NAME: port $port is already in use by a process stack.sh did not start (see: ss -ltnp 'sport = :$port')"
       fi

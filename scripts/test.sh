@@ -89,6 +89,8 @@ still_running() {
 }
 
 # start_live NAME BINARY [VAR=VALUE…] — starts a debug binary on free ports and waits for /ready.
+# Every listener on the loopback; the development flag (the secret is dev-secret) and the benchmark
+# limits (run-all --quick opens its sockets from one IP with one user), as scripts/stack.sh does.
 start_live() {
   local name=$1 bin=$2 http_port pprof_port
   shift 2
@@ -98,8 +100,8 @@ start_live() {
   while [[ $pprof_port == "$http_port" ]]; do pprof_port=$(free_port); done
   API[$name]="http://127.0.0.1:$http_port"
   PPROF[$name]="http://127.0.0.1:$pprof_port"
-  env HTTP_ADDR="127.0.0.1:$http_port" PPROF_ADDR="127.0.0.1:$pprof_port" JWT_SECRET=$SECRET \
-    PUBSUB_PREFIX="ci-$$-" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json "$@" \
+  env HTTP_ADDR="127.0.0.1:$http_port" PPROF_ADDR="127.0.0.1:$pprof_port" STORM_DEV=1 JWT_SECRET=$SECRET \
+    PUBSUB_PREFIX="ci-$$-" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json "${STORM_BENCH_LIMITS[@]}" "$@" \
     "$bin" >"$WORK_DIR/$name.log" 2>&1 </dev/null &
   PID[$name]=$!
   LIVE_ORDER+=("$name")
@@ -176,9 +178,9 @@ start_live messages "$BIN_DIR/storm-messages" \
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE"
 start_live gateway "$BIN_DIR/storm-gateway" MESSAGES_URL="${API[messages]}"
 start_live chat "$BIN_DIR/storm-chat" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" \
-  CHAT_QUEUE="$CI_QUEUE" REDIS_KEY_PREFIX="ci-$$:chat:"
+  CHAT_QUEUE="$CI_QUEUE" REDIS_KEY_PREFIX="ci-$$:chat:" QUEUE_SIGNING_KEY="$STORM_DEV_QUEUE_SIGNING_KEY"
 start_live writer "$BIN_DIR/storm-writer" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CI_DATABASE" \
-  CHAT_QUEUE="$CI_QUEUE"
+  CHAT_QUEUE="$CI_QUEUE" QUEUE_SIGNING_KEY="$STORM_DEV_QUEUE_SIGNING_KEY"
 # The interceptor-overhead server (S1) over TLS, as the source's scripts call it by default: its
 # five listeners on free ports, passed to run-all.sh --quick with the scripts' own variables.
 declare -A S1_PORT
