@@ -55,13 +55,18 @@ RUN cargo build --release --locked ${STORM_PACKAGES} --bins \
 # --- runtime: Debian slim (glibc as the builder's bookworm), a fixed non-root user ----------------
 FROM ${RUNTIME_IMAGE} AS runtime
 # curl: the compose health checks (curl -f http://127.0.0.1:PORT/ready) and a way to pull a heap
-# profile from inside the container; ca-certificates: OTLP over https, rediss/amqps URLs.
+# profile from inside the container; ca-certificates: OTLP over https, rediss/amqps URLs; openssl
+# (a dependency of ca-certificates anyway, named so nobody drops it): compose's k6-token service
+# mints the k6 profile's token at start with scripts/gen-jwt.sh, which needs only bash and openssl.
+# /tokens: where that token is written, owned by the service user so a fresh named volume mounted
+# there takes that owner.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl openssl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 storm \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/storm \
-      --shell /usr/sbin/nologin storm
+      --shell /usr/sbin/nologin storm \
+ && install -d -m 0755 -o 10001 -g 10001 /tokens
 COPY --from=builder /out/ /usr/local/bin/
 # storm-loadgen records the commit in its reports (no git in the image): pass --build-arg STORM_COMMIT.
 ARG STORM_COMMIT=unknown
@@ -70,7 +75,9 @@ ENV TMPDIR=/tmp \
 USER 10001:10001
 WORKDIR /home/storm
 # API: gateway 8080, messages 8081, chat 8082, writer 8083, interceptors 8185 (calls on 8180–8184);
-# pprof: 6060–6064. Every service listens on all interfaces by default (":8080" style).
+# pprof: 6060–6064. The API listeners bind all interfaces by default (":8080" style); pprof defaults
+# to 127.0.0.1, so docker-compose.yml and the Kubernetes ConfigMaps set PPROF_ADDR=0.0.0.0:606x
+# explicitly (compose publishes it on the host's 127.0.0.1 only).
 EXPOSE 8080 8081 8082 8083 8180 8181 8182 8183 8184 8185 6060 6061 6062 6063 6064
 # No HEALTHCHECK here: the port depends on which binary runs; docker-compose.yml probes /ready.
 CMD ["storm-gateway"]

@@ -10,9 +10,12 @@
 # every Dockerfile COPY source exists and survives .dockerignore, and so does every file the build
 # reads; every binary run is a real [[bin]] of the workspace; every variable in the shared env
 # block is one a service reads and every required one is set; listeners bind all interfaces and are
-# published once; health checks use tools their image has; images are pinned; JWT_SECRET and the
-# k6 tokens match the scripts' development secret; and the host-side scripts' default URLs (k6
-# perf-load, run-performance-test.sh, audit-chat.sh, seed-calls.sh) are served by the stack.
+# published once, on the host's 127.0.0.1 only; health checks use tools their image has; images are
+# pinned; JWT_SECRET matches the scripts' development secret and STORM_DEV=1 lets the services take
+# it; chat and writer share one QUEUE_SIGNING_KEY of 32+ bytes; no JWT is committed in the file: the
+# k6 profile's token is minted at start (the mint is run here and its token verified); and the
+# host-side scripts' default URLs (k6 perf-load, run-performance-test.sh, audit-chat.sh,
+# seed-calls.sh) are served by the stack.
 set -euo pipefail
 
 usage() {
@@ -181,7 +184,8 @@ for src in crate_src.values():
     read_vars |= set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', src))
 if "try_from_default_env" in crate_src["common"]:
     read_vars.add("RUST_LOG")
-required_vars = {c: set(re.findall(r'\.required\(\s*"([A-Z0-9_]+)"', crate_src[c])) for c in SERVICE_CRATES}
+# Required: `.required("X")`, or `.secret("X")` (a required signing key, common::config::Lookup).
+required_vars = {c: set(re.findall(r'\.(?:required|secret)\(\s*"([A-Z0-9_]+)"', crate_src[c])) for c in SERVICE_CRATES}
 # The dependency a crate's URL variable names: DbConfig → DATABASE_URL, else the quoted name.
 needed_urls = {}
 for c in SERVICE_CRATES:
@@ -330,7 +334,7 @@ exposed = {int(p) for l in re.findall(r"^EXPOSE\s+(.+)$", dockerfile, re.M) for 
 SHELL = {"sh", "bash"}
 TOOLS = {
     # Debian slim: bash/sh; the rest is what the runtime stage installs, and our binaries.
-    "local": SHELL | {p for p in runtime["apt"] if p in ("curl", "wget")} | shipped,
+    "local": SHELL | {p for p in runtime["apt"] if p in ("curl", "wget", "openssl")} | shipped,
     "postgres:17.5-bookworm": SHELL | {"pg_isready", "psql"},
     "redis:7.4.2-alpine": {"sh", "redis-cli", "grep"},
     "rabbitmq:3.13.7-management": SHELL | {"rabbitmq-diagnostics", "rabbitmqctl", "python3"},
@@ -403,8 +407,11 @@ for name, svc in services.items():
         test = (svc.get("healthcheck") or {}).get("test") or []
         check(any(t == f"http://127.0.0.1:{http_port}/ready" for t in test), f"{name}: the health check must GET http://127.0.0.1:{http_port}/ready")
     elif "build" in svc:
+        # One of our binaries, or (the k6 token mint) a shell of the image running a script
+        # bind-mounted from the repository (checked with the mounts below).
         run = (svc.get("entrypoint") or []) + (svc.get("command") or [])
-        check(bool(run) and run[0] in bins, f"{name}: runs {run[:1]}, not a [[bin]] of the workspace")
+        check(bool(run) and (run[0] in bins or (run[0] in SHELL and run[1:2] == ["-c"])),
+              f"{name}: runs {run[:1]}, not a [[bin]] of the workspace nor a shell of the image")
     for p in svc.get("ports") or []:
         m = re.fullmatch(r"(?:([\d.]+|\[[^\]]+\]):)?(\d+):(\d+)(?:/(tcp|udp))?", str(p))
         if not check(bool(m), f"{name}: cannot read port mapping '{p}'"):
@@ -552,23 +559,96 @@ for name, svc in services.items():
     env = svc.get("environment") or {}
     if "JWT_SECRET" in env:
         check(str(env["JWT_SECRET"]) == secret, f"{name}: JWT_SECRET resolves to something other than {secret}")
-    for var in ("ACCESS_TOKEN", "TOKEN"):
-        token = str(env.get(var) or "")
-        if not token:
-            continue
-        try:
-            head, body, sig = token.split(".")
-            pad = lambda s: s + "=" * (-len(s) % 4)
-            header = json.loads(base64.urlsafe_b64decode(pad(head)))
-            claims = json.loads(base64.urlsafe_b64decode(pad(body)))
-            good = hmac.compare_digest(sig, base64.urlsafe_b64encode(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()).decode().rstrip("="))
-        except Exception as e:  # noqa: BLE001 — any malformed token is one finding
-            check(False, f"{name}: {var} is not a JWT ({e})")
-            continue
-        check(header.get("alg") == "HS256" and good, f"{name}: {var} is not signed HS256 with {secret}")
-        check(claims.get("sub") and claims.get("exp", 0) > time.time() + 365 * 86400, f"{name}: {var} lacks sub or expires within a year")
+
+# The development flag: without STORM_DEV=1 the services refuse dev-secret (compose is the dev setup).
+check(str(anchor.get("STORM_DEV", "")) in ("1", "${STORM_DEV:-1}", "true"),
+      f"x-storm-env: STORM_DEV must default to 1 (got {anchor.get('STORM_DEV')!r}): the services refuse {secret} without it")
+for name in SERVICE_CRATES:
+    env = (services.get(name) or {}).get("environment") or {}
+    check(str(env.get("STORM_DEV")) == "1", f"{name}: STORM_DEV resolves to {env.get('STORM_DEV')!r}, not 1")
+
+# The queue-signing key: chat signs, the writer checks; one value, long enough, the scripts' own.
+lib_key = re.search(r"^STORM_DEV_QUEUE_SIGNING_KEY=(\S+)$", read("scripts/lib.sh"), re.M)
+check(bool(lib_key), "scripts/lib.sh: STORM_DEV_QUEUE_SIGNING_KEY not found")
+keys = {n: str(((services.get(n) or {}).get("environment") or {}).get("QUEUE_SIGNING_KEY") or "") for n in ("chat", "writer")}
+for n, key in keys.items():
+    check(len(key.encode()) >= 32, f"{n}: QUEUE_SIGNING_KEY must be set, at least 32 bytes (got {len(key.encode())})")
+check(keys["chat"] == keys["writer"], "chat and writer: QUEUE_SIGNING_KEY differs (the writer would dead-letter every message)")
+check(bool(lib_key) and keys["chat"] == lib_key[1], "chat: QUEUE_SIGNING_KEY differs from scripts/lib.sh's development key")
+for name, svc in services.items():
+    if name not in ("chat", "writer"):
+        check("QUEUE_SIGNING_KEY" not in (svc.get("environment") or {}), f"{name}: holds QUEUE_SIGNING_KEY, which only chat and writer need")
+
+# Published ports: on the host's loopback unless STORM_BIND says otherwise.
+for host_port, (name, _, ip) in sorted(published.items()):
+    check(ip == "127.0.0.1", f"{name}: host port {host_port} is published on {ip}, not 127.0.0.1")
+
+# No token is committed: the k6 profile's is minted at start by a one-shot service (scripts/gen-jwt.sh
+# bind-mounted into our image, which has bash and openssl) into a volume the k6 container reads.
+JWT_RX = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}")
+check(not JWT_RX.search(read("docker-compose.yml")), "docker-compose.yml: holds a JWT; mint it at start instead (never commit a token)")
+pad = lambda part: part + "=" * (-len(part) % 4)
+
+
+def verify_jwt(token, where):
+    """The token's claims, after checking it is HS256 signed with the development secret."""
+    try:
+        head, body, sig = token.split(".")
+        header = json.loads(base64.urlsafe_b64decode(pad(head)))
+        claims = json.loads(base64.urlsafe_b64decode(pad(body)))
+        want = base64.urlsafe_b64encode(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    except Exception as e:  # noqa: BLE001 — any malformed token is one finding
+        check(False, f"{where}: not a JWT ({e})")
+        return {}
+    check(header.get("alg") == "HS256" and hmac.compare_digest(sig, want), f"{where}: not signed HS256 with {secret}")
+    return claims
+
+
+for name, svc in services.items():
+    env = svc.get("environment") or {}
+    token_vars = [v for v in ("ACCESS_TOKEN", "TOKEN") if v in env]
+    if not token_vars:
+        continue
+    for var in token_vars:
+        check(str(env[var] or "") == "", f"{name}: {var} has a default ({str(env[var])[:16]}…): the token must be minted at start")
+    # Who mints it: a dependency that must complete first.
+    minters = [d for d, how in (svc.get("depends_on") or {}).items() if (how or {}).get("condition") == "service_completed_successfully"]
+    if not check(len(minters) == 1, f"{name}: reads {'/'.join(token_vars)} but depends on no one-shot mint (condition: service_completed_successfully)"):
+        continue
+    minter = services[minters[0]]
+    run = (minter.get("entrypoint") or []) + (minter.get("command") or [])
+    script = run[2] if run[:2] in (["bash", "-c"], ["sh", "-c"]) and len(run) > 2 else ""
+    args = [str(a) for a in run[4:]] if len(run) > 3 else []  # run[3] is the script's $0
+    gen = next((w for w in script.split() if w.endswith("gen-jwt.sh")), None)
+    hp, _ = host_path(minter, gen or "/nonexistent")
+    check(hp is not None and os.path.realpath(hp) == os.path.realpath(os.path.join(ROOT, "scripts/gen-jwt.sh")),
+          f"{minters[0]}: must run scripts/gen-jwt.sh, bind-mounted from the repository (runs: {script!r})")
+    check(image_key(minter) == "local" and "openssl" in TOOLS["local"], f"{minters[0]}: gen-jwt.sh needs openssl: run it in our image (Dockerfile installs openssl)")
+    # Where the token goes, and that the reader mounts the same volume there.
+    out = re.search(r">\s*(/\S+)/access_token(?:\.new)?\b", script)
+    volume_dir = out[1] if out else None
+    named = {str(v).split(":")[1]: str(v).split(":")[0] for v in minter.get("volumes") or [] if not str(v).startswith("/")}
+    reader = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes") or [] if not str(v).startswith("/")}
+    check(volume_dir in named and reader.get(volume_dir) == named.get(volume_dir),
+          f"{name}: must mount {minters[0]}'s token volume at {volume_dir} (minter: {named}, reader: {reader})")
+    reader_script = " ".join(str(x) for x in svc.get("entrypoint") or [])
+    check(f"{volume_dir}/access_token" in reader_script, f"{name}: the entrypoint does not read {volume_dir}/access_token")
+    if volume_dir:
+        check(re.search(rf"install -d\b[^&]*-o 10001\b[^&]*\s{re.escape(volume_dir)}\b", dockerfile) is not None,
+              f"Dockerfile: {volume_dir} must exist owned by uid 10001 (a fresh named volume takes the owner of its mount point)")
+    # Run the mint as the container would and verify what it prints.
+    try:
+        minted = subprocess.run(["bash", "scripts/gen-jwt.sh", *args], capture_output=True, text=True, timeout=30,
+                                env={"PATH": os.environ.get("PATH", ""), "JWT_SECRET": secret}).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        minted = ""
+        warnings.append(f"could not run scripts/gen-jwt.sh {' '.join(args)}: {e}")
+    if check(minted != "", f"{minters[0]}: scripts/gen-jwt.sh {' '.join(args)} printed no token"):
+        claims = verify_jwt(minted, f"{minters[0]}: the minted token")
+        lifetime = claims.get("exp", 0) - claims.get("iat", 0)
+        check(bool(claims.get("sub")) and 0 < lifetime <= 86400, f"{minters[0]}: the minted token lacks sub or lives {lifetime}s (at most a day)")
         check(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", str(claims.get("tenant", ""))),
-              f"{name}: {var} has no tenant claim (the S2 scenarios need one)")
+              f"{minters[0]}: the minted token has no tenant claim (the S2 scenarios need one)")
 
 
 def default_of(path, pattern):
