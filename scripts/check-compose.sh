@@ -170,14 +170,39 @@ for member in members:
 
 
 def rust_sources(directory):
+    """The crate's Rust code without its unit tests (a test's `required("JWT_SECRET")` is no read)."""
     out = []
     for base, _, files in os.walk(directory):
-        out += [read(os.path.join(base, f)) for f in files if f.endswith(".rs")]
+        out += [re.split(r"#\[cfg\(test\)\]\s*mod tests\b", read(os.path.join(base, f)))[0] for f in files if f.endswith(".rs")]
     return "\n".join(out)
 
 
+# A service reads through the workspace crates it depends on (common, queue, …): follow the path
+# dependencies of [workspace.dependencies], e.g. chat and writer read QUEUE_SIGNING_KEY in services/queue.
+WS_PATHS = dict(re.findall(r'^([\w-]+)\s*=\s*\{[^}\n]*\bpath\s*=\s*"([^"]+)"', read("Cargo.toml"), re.M))
+
+
+def crate_closure(directory, seen):
+    if directory in seen:
+        return []
+    seen.add(directory)
+    text = read(f"{directory}/Cargo.toml")
+    deps = re.search(r"^\[dependencies\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    out = [directory]
+    for dep in re.findall(r"^([\w-]+)(?:\.workspace)?\s*=", deps[1] if deps else "", re.M):
+        if dep in WS_PATHS:
+            out += crate_closure(WS_PATHS[dep], seen)
+    return out
+
+
 SERVICE_CRATES = ["gateway", "messages", "chat", "writer", "interceptors"]
-crate_src = {c: rust_sources(f"services/{c}/src") for c in SERVICE_CRATES + ["common"]}
+# Per service: its own code and every workspace library crate it depends on but common (read once,
+# below), so a variable `.required`/`.secret` there counts as required by that service.
+# Another service's crate (writer uses chat's types) is a library there, not its configuration.
+crate_dirs = {c: [d for d in crate_closure(f"services/{c}", {"services/common"} | {f"services/{o}" for o in SERVICE_CRATES if o != c})]
+              for c in SERVICE_CRATES}
+crate_src = {c: "\n".join(rust_sources(f"{d}/src") for d in crate_dirs[c]) for c in SERVICE_CRATES}
+crate_src["common"] = rust_sources("services/common/src")
 # Every name in quotes in the services' code (config.rs and friends); RUST_LOG through EnvFilter.
 read_vars = set()
 for src in crate_src.values():
