@@ -8,7 +8,9 @@
 # checks every rendered object: strict Kubernetes schema validation on two versions (an unknown
 # field is an error), the TestRun against infra/k6-operator/testrun.schema.json, and what schemas
 # cannot see (env vars the services really read, [[bin]] names, ports, HPA/PDB targets, grace
-# periods, the TestRun's script volume and imports), and merge-summaries.py runs its self-test.
+# periods, signing keys only in Secrets, STORM_DEV set where the secrets are development ones and
+# never in prod, a NetworkPolicy admitting pprof and metrics-only ports from the `monitoring`
+# namespace only, the TestRun's script volume and imports), and merge-summaries.py runs its self-test.
 # Ends with one line: `check-k8s: OK (...)`.
 set -euo pipefail
 

@@ -12,7 +12,10 @@ What it proves, without a cluster:
      (found in its crate's source), JWT_SECRET comes from a Secret, each command is a [[bin]] of the
      workspace, probes/Services/annotations name ports that exist, autoscalers and disruption
      budgets point at workloads, the grace period outlasts the drain, the pods run as the image's
-     non-root user; the TestRun's script volume holds every file the scripts import and its env
+     non-root user; signing secrets come from a Secret, and a render whose secrets are development
+     ones sets STORM_DEV=1 while a prod render never sets it; a NetworkPolicy selects every service
+     pod, admits its pprof and metrics-only ports from the `monitoring` namespace only and its API
+     ports from the whole cluster; the TestRun's script volume holds every file the scripts import and its env
      names variables the scripts read.
 
 The one thing a reader must not break: every failure is collected and printed, one line each,
@@ -22,6 +25,7 @@ naming the render, the object and the field; exit status 1 if there was any.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import sys
@@ -43,8 +47,24 @@ IMAGE_REF = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.
 # How a service reads a variable: common::config::Lookup's methods, the interceptor chains'
 # per-chain listen variables, and tracing's EnvFilter (RUST_LOG).
 LOOKUP_CALL = re.compile(
-    r'\.(?:required|string|parse|bounded|addr|optional_addr|url)(?:::<[^>]*>)?\(\s*"([A-Z][A-Z0-9_]*)"'
+    r'\.(?:required|secret|string|parse|bounded|addr|optional_addr|url)(?:::<[^>]*>)?\(\s*"([A-Z][A-Z0-9_]*)"'
 )
+# A local helper taking the name first and a default after it (`millis("IDLE_TIMEOUT_MS", 60_000, …)`
+# in common::config, wrapping a Lookup method).
+HELPER_CALL = re.compile(r'\b[a-z_][a-z0-9_]*\(\s*"([A-Z][A-Z0-9_]*)"\s*,')
+# The same with a constant for the name (`self.raw(DEV_FLAG)`), resolved through `const X: &str = "…"`.
+LOOKUP_CONST_CALL = re.compile(
+    r"\.(?:raw|required|secret|string|parse|bounded|addr|optional_addr|url)(?:::<[^>]*>)?\(\s*([A-Z][A-Z0-9_]*)\s*[,)]"
+)
+STR_CONST = re.compile(r'\bconst\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([A-Z][A-Z0-9_]*)"\s*;')
+# Signing keys: only in a Secret, and refused at start outside STORM_DEV=1 when weak.
+SECRET_KEYS = ("JWT_SECRET", "QUEUE_SIGNING_KEY")
+DEV_SECRET = "dev-secret"
+MIN_SECRET_BYTES = 32
+# Who may reach the debug and metrics-only ports: pods in this namespace only.
+MONITORING_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+# Binaries whose HTTP_ADDR serves only health, ready and metrics (no API).
+METRICS_ONLY_HTTP = {"storm-writer", "storm-interceptors"}
 CHAIN_VARIABLE = re.compile(r'Chain::\w+\s*=>\s*"([A-Z][A-Z0-9_]*_ADDR)"')
 # How a k6 script reads one: lib/common.js's env helpers.
 K6_ENV_CALL = re.compile(
@@ -91,27 +111,46 @@ def workspace_binaries(repo: Path) -> dict[str, list[Path]]:
         return dirs
 
     bins: dict[str, list[Path]] = {}
+    bin_crates: set[Path] = set()
     for member in root["workspace"]["members"]:
         crate = repo / member
         manifest = tomllib.loads((crate / "Cargo.toml").read_text())
         for b in manifest.get("bin", []):
             bins[b["name"]] = crate_dirs(crate, set())
+            bin_crates.add(crate / "src")
+    # dirs[0] is the binary's own crate; the libraries it uses other than common and other binaries'
+    # crates (writer uses chat's types) count as its own configuration too (chat and writer read
+    # QUEUE_SIGNING_KEY in services/queue).
+    for name, dirs in bins.items():
+        OWN_DIRS[name] = {dirs[0]} | {d for d in dirs[1:] if d not in bin_crates and d.parent.name != "common"}
     return bins
+
+
+OWN_DIRS: dict[str, set[Path]] = {}
+
+
+def _code(f: Path) -> str:
+    """A source file without its unit tests (a test's `required("JWT_SECRET")` is no read)."""
+    return re.split(r"#\[cfg\(test\)\]\s*mod tests\b", f.read_text())[0]
 
 
 def variables_read(dirs: list[Path]) -> set[str]:
     names: set[str] = set()
-    for d in dirs:
-        for f in d.rglob("*.rs"):
-            text = f.read_text()
-            names |= set(LOOKUP_CALL.findall(text)) | set(CHAIN_VARIABLE.findall(text))
-            if "from_default_env" in text:
-                names.add("RUST_LOG")
+    texts = [_code(f) for d in dirs for f in d.rglob("*.rs")]
+    consts = {k: v for text in texts for k, v in STR_CONST.findall(text)}
+    for text in texts:
+        names |= set(LOOKUP_CALL.findall(text)) | set(CHAIN_VARIABLE.findall(text)) | set(HELPER_CALL.findall(text))
+        names |= {consts[c] for c in LOOKUP_CONST_CALL.findall(text) if c in consts}
+        if "from_default_env" in text:
+            names.add("RUST_LOG")
     return names
 
 
-def requires_secret(dirs: list[Path], name: str) -> bool:
-    return any(f'required("{name}")' in f.read_text() for f in dirs[0].rglob("*.rs"))
+def requires_secret(dirs: list[Path], name: str, own: set[Path]) -> bool:
+    """The binary's own crate, or a library crate it uses (not common, not another binary's crate),
+    requires NAME (`.required("NAME")` or `.secret("NAME")`)."""
+    rx = re.compile(rf'\.(?:required|secret)\(\s*"{name}"')
+    return any(rx.search(_code(f)) for d in dirs if d in own for f in d.rglob("*.rs"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +211,7 @@ def selects(selector: dict, labels: dict) -> bool:
 
 def check_render(label: str, objs: list[dict], ctx: dict, report: Report) -> dict:
     stats = {"objects": len(objs), "names": set(), "bins": set()}
+    ctx = {**ctx, "label": label}
     by_kind: dict[str, dict[str, dict]] = {}
     for o in objs:
         by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
@@ -226,7 +266,7 @@ def check_render(label: str, objs: list[dict], ctx: dict, report: Report) -> dic
             if binary not in ctx["bins"]:
                 report.fail(where, f"command {binary!r} is not a [[bin]] of the workspace (have: {', '.join(sorted(ctx['bins']))})")
                 continue
-            check_service_env(f"{where} {c['name']}", spec, c, binary, by_kind, ctx, report, stats, readers)
+            check_service_env(f"{where} {c['name']}", o, spec, c, binary, by_kind, ctx, report, stats, readers)
             check_service_pod(f"{where} {c['name']}", spec, c, report)
 
     # A ConfigMap or Secret used by one service holds only what that service reads; one shared by
@@ -240,8 +280,8 @@ def check_render(label: str, objs: list[dict], ctx: dict, report: Report) -> dic
             stats["names"].add(key)
             if key not in allowed:
                 report.fail(f"{label} {kind}/{name}", f"{key} is read by none of {', '.join(sorted(binaries))} (a typo, or a variable that was removed)")
-            if key == "JWT_SECRET" and kind == "ConfigMap":
-                report.fail(f"{label} {kind}/{name}", "holds JWT_SECRET: it belongs in a Secret")
+            if key in SECRET_KEYS and kind == "ConfigMap":
+                report.fail(f"{label} {kind}/{name}", f"holds {key}: it belongs in a Secret")
 
     # Services select pods and name their ports.
     for svc in by_kind.get("Service", {}).values():
@@ -309,8 +349,68 @@ def resolve_env(c: dict, by_kind: dict, where: str, report: Report) -> tuple[dic
     return values, external_secret
 
 
+def secret_value(c: dict, by_kind: dict, key: str) -> str | None:
+    """KEY's value from the last rendered Secret in the container's envFrom that holds it."""
+    value = None
+    for src in c.get("envFrom", []):
+        secret = by_kind.get("Secret", {}).get(src.get("secretRef", {}).get("name", ""))
+        if secret is None:
+            continue
+        if key in secret.get("stringData", {}):
+            value = secret["stringData"][key]
+        elif key in secret.get("data", {}):
+            value = base64.b64decode(secret["data"][key]).decode(errors="replace")
+    return value
+
+
+def _port_matches(rule_port: dict, number: int, name: str | None) -> bool:
+    port = rule_port.get("port")
+    if port is None:
+        return True
+    if isinstance(port, str):
+        return port == name
+    return port <= number <= rule_port.get("endPort", port)
+
+
+def check_network_policy(where: str, o: dict, c: dict, binary: str, values: dict, by_kind: dict, report: Report) -> None:
+    """Ingress to a service pod: pprof and metrics-only ports from the monitoring namespace only,
+    API ports from the whole cluster (as with no policy)."""
+    labels = pod_labels(o)
+    policies = [
+        p for p in by_kind.get("NetworkPolicy", {}).values()
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+    ]
+    if not policies:
+        report.fail(where, "no NetworkPolicy (Ingress) selects this pod: its pprof and metrics ports are open to every pod")
+        return
+    pprof = values.get("PPROF_ADDR", "")
+    if not pprof or pprof in ("<secret>", "<ref>"):
+        report.fail(where, "PPROF_ADDR must be set explicitly in its ConfigMap (the binary's default is loopback-only)")
+    restricted = {int(pprof.rpartition(":")[2])} if pprof.rpartition(":")[2].isdigit() else set()
+    http = values.get("HTTP_ADDR", "").rpartition(":")[2]
+    if binary in METRICS_ONLY_HTTP and http.isdigit():
+        restricted.add(int(http))
+    for p in c.get("ports", []):
+        number, name = p["containerPort"], p.get("name")
+        peers = [
+            peer
+            for pol in policies
+            for rule in pol["spec"].get("ingress") or []
+            if not rule.get("ports") or any(_port_matches(rp, number, name) for rp in rule["ports"])
+            for peer in (rule.get("from") or [{}])  # no `from`: every source
+        ]
+        if number in restricted:
+            if not peers:
+                report.fail(where, f"port {number} ({name}): no NetworkPolicy rule admits it, not even from monitoring")
+            for peer in peers:
+                if {k: v for k, v in peer.items() if k != "podSelector"} != MONITORING_PEER:
+                    report.fail(where, f"port {number} ({name}) is pprof or metrics-only and a NetworkPolicy admits it from {peer or 'anywhere'} (only the monitoring namespace may)")
+        elif not any(peer == {"namespaceSelector": {}} or peer == {} for peer in peers):
+            report.fail(where, f"API port {number} ({name}): no NetworkPolicy rule admits it from the whole cluster (namespaceSelector: {{}})")
+
+
 def check_service_env(
-    where: str, spec: dict, c: dict, binary: str, by_kind: dict, ctx: dict, report: Report, stats: dict,
+    where: str, o: dict, spec: dict, c: dict, binary: str, by_kind: dict, ctx: dict, report: Report, stats: dict,
     readers: dict[tuple[str, str], set[str]],
 ) -> None:
     values, external_secret = resolve_env(c, by_kind, where, report)
@@ -322,8 +422,19 @@ def check_service_env(
         stats["names"].add(e["name"])
         if e["name"] not in ctx["reads"][binary]:
             report.fail(where, f"env sets {e['name']}, which {binary} never reads (a typo, or a variable that was removed)")
-    if ctx["needs_jwt"][binary] and "JWT_SECRET" not in values and not external_secret:
-        report.fail(where, f"{binary} requires JWT_SECRET and no Secret in its envFrom provides it")
+    for key in sorted(ctx["needs"][binary]):
+        if key not in values and not external_secret:
+            report.fail(where, f"{binary} requires {key} and no Secret in its envFrom provides it")
+    # The development flag: never in prod; wherever the secrets are development ones, set, or the
+    # service refuses to start (common::config::Lookup::secret).
+    dev = values.get("STORM_DEV", "")
+    if ctx["label"].startswith("prod") and "STORM_DEV" in values:
+        report.fail(where, f"STORM_DEV={dev} in a prod render: the production overlay must not set the development flag")
+    for key in sorted(ctx["needs"][binary]):
+        value = secret_value(c, by_kind, key)
+        if value is not None and (value == DEV_SECRET or len(value.encode()) < MIN_SECRET_BYTES) and dev not in ("1", "true"):
+            report.fail(where, f"{key} is a development or short secret and STORM_DEV is not 1: {binary} would refuse to start")
+    check_network_policy(where, o, c, binary, values, by_kind, report)
 
     # Listeners bind every interface of the pod, on the ports the pod declares.
     ports = {p["containerPort"] for p in c.get("ports", [])}
@@ -447,7 +558,7 @@ def main() -> int:
         "repo": args.repo,
         "bins": bins,
         "reads": {b: variables_read(dirs) for b, dirs in bins.items()},
-        "needs_jwt": {b: requires_secret(dirs, "JWT_SECRET") for b, dirs in bins.items()},
+        "needs": {b: {k for k in SECRET_KEYS if requires_secret(dirs, k, OWN_DIRS[b])} for b, dirs in bins.items()},
     }
     schemas = [Schemas(v) for v in args.k8s_versions.split(",")]
     testrun_schema = json.loads(args.testrun_schema.read_text())
