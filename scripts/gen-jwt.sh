@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gen-jwt.sh — mint a development HS256 JWT offline (openssl only, no network, no services).
 # The secret is $JWT_SECRET, or the development secret `dev-secret` that stack.sh and the S0
-# source's own token script use, so tokens from either interoperate.
+# source's own token script use, so tokens from either interoperate. The services accept dev-secret
+# only with STORM_DEV=1 (stack.sh, test.sh, docker-compose.yml and the k8s dev overlay set it).
+# The token carries no `aud`: the gateway and messages accept it (the S0 drop-in shape), chat does not.
 set -euo pipefail
 
 usage() {
