@@ -2,7 +2,7 @@
 //! the service keeps answering afterwards.
 
 use serde_json::Value;
-use testkit::{http, spawn_chat, token};
+use testkit::{chat_token, http, spawn_chat};
 
 #[derive(Clone, Copy, Debug)]
 enum Auth {
@@ -492,8 +492,8 @@ async fn hostile_input_gets_a_clear_4xx() {
             "method_not_allowed",
         ),
     ];
-    let not_a_user = token("user-1");
-    let ghost = token("987654321");
+    let not_a_user = chat_token("user-1");
+    let ghost = chat_token("987654321");
     for (method, path, body, auth, status, code) in &cases {
         let mut request = client.request(method.parse().unwrap(), chat.url(path));
         request = match auth {

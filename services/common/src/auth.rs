@@ -1,9 +1,17 @@
-//! JWT authentication: HS256 tokens with `sub` and `exp`, verified by the `AuthUser` extractor.
+//! JWT authentication: HS256 tokens with `sub` and `exp`, verified by the `AuthUser` extractor
+//! (and `WsUser` on WebSocket upgrade routes).
 //!
-//! The token comes from `Authorization: Bearer <token>` or, for WebSocket clients that cannot set
-//! headers, `?access_token=<token>`. Only HS256 is accepted: a token whose header says `none`,
-//! RS256 or anything else is rejected before its signature is looked at. Every failure is a 401
-//! in the envelope; the reason is in the message, never a 500.
+//! The token comes from `Authorization: Bearer <token>`. Only WebSocket upgrades (`WsUser`) also
+//! take `?access_token=<token>`, for browser clients that cannot set headers: anywhere else a token
+//! in the URL ends up in access logs and proxies' caches for nothing. Only HS256 is accepted: a
+//! token whose header says `none`, RS256 or anything else is rejected before its signature is
+//! looked at. Every failure is a 401 in the envelope; the reason is in the message, never a 500.
+//!
+//! Tokens are per service. The secret is shared, so the audience is what keeps one service's
+//! tokens out of another: chat's sign-up tokens (anyone can get one) carry `aud`/`iss`
+//! [`CHAT_AUDIENCE`] and only chat accepts them ([`JwtKeys::chat`]); the gateway and messages
+//! ([`JwtKeys::new`]) accept tokens with no `aud` — the S0 source's token script signs
+//! `{sub, iat, exp}` only — or `aud` [`STACK_AUDIENCE`], and refuse every other audience.
 
 use std::sync::Arc;
 
@@ -23,8 +31,14 @@ pub const LEEWAY_SECS: u64 = 30;
 /// The development secret, the S0 source's default, used by the scripts and compose file only.
 pub const DEV_SECRET: &str = "dev-secret";
 
-/// The claims we read. `tenant` scopes calls and reporting.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The audience (and issuer) of chat's sign-up tokens: valid on chat only.
+pub const CHAT_AUDIENCE: &str = "storm-chat";
+/// The audience the gateway and messages accept besides none at all.
+pub const STACK_AUDIENCE: &str = "stormstack";
+
+/// The claims we read. `tenant` scopes calls and reporting; `aud`/`iss` say which service a token
+/// is for (checked by `JwtKeys::verify` before the claims are read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub sub: String,
     pub exp: u64,
@@ -32,6 +46,18 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// RFC 7519 allows `aud` as one string or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Verifies and signs tokens with one shared secret.
@@ -48,11 +74,30 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
+    /// The gateway's and messages' keys: tokens with no `aud`, or `aud` [`STACK_AUDIENCE`].
     pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Self::validation(&["exp", "sub"]);
+        validation.set_audience(&[STACK_AUDIENCE]);
+        Self::with_validation(secret, validation)
+    }
+
+    /// Chat's keys: only tokens with `aud` and `iss` [`CHAT_AUDIENCE`] (the ones chat signs).
+    pub fn chat(secret: &[u8]) -> Self {
+        let mut validation = Self::validation(&["exp", "sub", "aud", "iss"]);
+        validation.set_audience(&[CHAT_AUDIENCE]);
+        validation.set_issuer(&[CHAT_AUDIENCE]);
+        Self::with_validation(secret, validation)
+    }
+
+    fn validation(required: &[&str]) -> Validation {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(required);
         validation.validate_exp = true;
+        validation
+    }
+
+    fn with_validation(secret: &[u8], validation: Validation) -> Self {
         Self {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
@@ -67,7 +112,9 @@ impl JwtKeys {
                 ErrorKind::ExpiredSignature => "token has expired",
                 ErrorKind::InvalidSignature => "token signature does not match",
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "token algorithm must be HS256",
-                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (sub and exp are required)",
+                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (sub and exp are required; aud and iss on chat)",
+                ErrorKind::InvalidAudience => "token is meant for another service (its aud claim)",
+                ErrorKind::InvalidIssuer => "token was issued by another service (its iss claim)",
                 ErrorKind::ImmatureSignature => "token is not valid yet",
                 ErrorKind::Json(_) => "token claims are invalid (sub: string and exp: number are required; tenant must be a UUID)",
                 _ => "token is malformed",
@@ -80,16 +127,34 @@ impl JwtKeys {
         Ok(data.claims)
     }
 
-    /// Signs claims with HS256 (tests, the chat service's user tokens, `gen-jwt`).
+    /// Signs claims with HS256 (tests, the chat service's user tokens, `gen-jwt`). Chat's tokens
+    /// set `aud` and `iss` to [`CHAT_AUDIENCE`] in the claims.
     pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(ApiError::internal)
     }
 }
 
-/// The authenticated caller. Put it in a handler's arguments to require a valid token.
+/// The authenticated caller. Put it in a handler's arguments to require a valid token, sent in
+/// the `Authorization: Bearer` header.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Claims);
+
+/// The authenticated caller of a WebSocket upgrade route: the Bearer header, or `?access_token=`
+/// for clients that cannot set headers. Only WebSocket routes take it.
+#[derive(Debug, Clone)]
+pub struct WsUser(pub Claims);
+
+impl WsUser {
+    pub fn subject(&self) -> &str {
+        &self.0.sub
+    }
+
+    /// The caller's tenant, or 403 (see [`AuthUser::tenant`]).
+    pub fn tenant(&self) -> Result<Uuid, ApiError> {
+        tenant_of(&self.0)
+    }
+}
 
 impl AuthUser {
     pub fn subject(&self) -> &str {
@@ -98,14 +163,28 @@ impl AuthUser {
 
     /// The caller's tenant, or 403 for tenant-scoped endpoints called without one.
     pub fn tenant(&self) -> Result<Uuid, ApiError> {
-        self.0
-            .tenant
-            .ok_or_else(|| ApiError::forbidden("this endpoint needs a token with a tenant claim"))
+        tenant_of(&self.0)
     }
 }
 
-/// The raw token of a request: the Bearer header first, then `?access_token=`.
-pub fn token_from_parts(parts: &Parts) -> Result<String, ApiError> {
+fn tenant_of(claims: &Claims) -> Result<Uuid, ApiError> {
+    claims
+        .tenant
+        .ok_or_else(|| ApiError::forbidden("this endpoint needs a token with a tenant claim"))
+}
+
+/// Where a route takes its token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// `Authorization: Bearer` only.
+    Header,
+    /// The header, else `?access_token=` (WebSocket upgrade routes).
+    HeaderOrQuery,
+}
+
+/// The raw token of a request: the Bearer header first, then (`HeaderOrQuery` only)
+/// `?access_token=`.
+pub fn token_from_parts(parts: &Parts, from: TokenFrom) -> Result<String, ApiError> {
     if let Some(value) = parts.headers.get(AUTHORIZATION) {
         let value = value
             .to_str()
@@ -120,16 +199,23 @@ pub fn token_from_parts(parts: &Parts) -> Result<String, ApiError> {
         }
         return Ok(token.trim().to_string());
     }
-    if let Some(query) = parts.uri.query() {
+    if from == TokenFrom::HeaderOrQuery
+        && let Some(query) = parts.uri.query()
+    {
         for (key, value) in form_urlencoded_pairs(query) {
             if key == "access_token" && !value.is_empty() {
                 return Ok(value);
             }
         }
     }
-    Err(ApiError::unauthorized(
-        "missing token: send `Authorization: Bearer <token>` or `?access_token=<token>`",
-    ))
+    Err(ApiError::unauthorized(match from {
+        TokenFrom::HeaderOrQuery => {
+            "missing token: send `Authorization: Bearer <token>` or `?access_token=<token>`"
+        }
+        TokenFrom::Header => {
+            "missing token: send `Authorization: Bearer <token>` (`?access_token=` is taken on WebSocket routes only)"
+        }
+    }))
 }
 
 fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
@@ -145,8 +231,22 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let keys = Arc::<JwtKeys>::from_ref(state);
-        let token = token_from_parts(parts)?;
-        keys.verify(&token).map(AuthUser)
+        keys.verify(&token_from_parts(parts, TokenFrom::Header)?)
+            .map(AuthUser)
+    }
+}
+
+impl<S> FromRequestParts<S> for WsUser
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let keys = Arc::<JwtKeys>::from_ref(state);
+        keys.verify(&token_from_parts(parts, TokenFrom::HeaderOrQuery)?)
+            .map(WsUser)
     }
 }
 
@@ -172,8 +272,85 @@ mod tests {
             sub: "user-1".into(),
             exp,
             iat: Some(now_secs()),
-            tenant: None,
+            ..Claims::default()
         }
+    }
+
+    fn chat_claims(exp: u64) -> Claims {
+        Claims {
+            aud: Some(Audience::One(CHAT_AUDIENCE.into())),
+            iss: Some(CHAT_AUDIENCE.into()),
+            ..claims(exp)
+        }
+    }
+
+    #[test]
+    fn tokens_are_per_service() {
+        let stack = JwtKeys::new(b"s3cret");
+        let chat = JwtKeys::chat(b"s3cret");
+        let exp = now_secs() + 60;
+        let chat_token = chat.sign(&chat_claims(exp)).unwrap();
+        assert_eq!(chat.verify(&chat_token).unwrap().sub, "user-1");
+        let refused = stack.verify(&chat_token).unwrap_err();
+        assert_eq!(refused.status, 401);
+        assert!(
+            refused.message.contains("another service"),
+            "{}",
+            refused.message
+        );
+
+        // The S0 source's shape ({sub, iat, exp}) and the stack audience are the gateway's.
+        let plain = stack.sign(&claims(exp)).unwrap();
+        assert!(stack.verify(&plain).is_ok());
+        assert_eq!(chat.verify(&plain).unwrap_err().status, 401);
+        for aud in [
+            Audience::One(STACK_AUDIENCE.into()),
+            Audience::Many(vec!["x".into(), STACK_AUDIENCE.into()]),
+        ] {
+            let token = stack
+                .sign(&Claims {
+                    aud: Some(aud),
+                    ..claims(exp)
+                })
+                .unwrap();
+            assert!(stack.verify(&token).is_ok());
+            assert_eq!(chat.verify(&token).unwrap_err().status, 401);
+        }
+        let other = stack
+            .sign(&Claims {
+                aud: Some(Audience::One("billing".into())),
+                ..claims(exp)
+            })
+            .unwrap();
+        assert_eq!(stack.verify(&other).unwrap_err().status, 401);
+        // The right audience from the wrong issuer is not chat's.
+        let forged = stack
+            .sign(&Claims {
+                iss: Some("someone".into()),
+                ..chat_claims(exp)
+            })
+            .unwrap();
+        assert_eq!(chat.verify(&forged).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn query_tokens_only_where_the_route_takes_them() {
+        let (parts, _) = axum::http::Request::builder()
+            .uri("/api/v1/ws?subscribe=a&access_token=tok")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            token_from_parts(&parts, TokenFrom::HeaderOrQuery).unwrap(),
+            "tok"
+        );
+        let refused = token_from_parts(&parts, TokenFrom::Header).unwrap_err();
+        assert_eq!(refused.status, 401);
+        assert!(
+            refused.message.contains("WebSocket routes only"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]

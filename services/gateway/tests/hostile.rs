@@ -45,14 +45,14 @@ async fn hostile_http_inputs_get_4xx_envelopes() {
         sub: "x".into(),
         exp: now - 120,
         iat: None,
-        tenant: None,
+        ..Claims::default()
     });
     let wrong_secret = common::auth::JwtKeys::new(b"not-the-secret")
         .sign(&Claims {
             sub: "x".into(),
             exp: now + 60,
             iat: None,
-            tenant: None,
+            ..Claims::default()
         })
         .unwrap();
     let payload = b64(&format!(r#"{{"sub":"x","exp":{}}}"#, now + 60));

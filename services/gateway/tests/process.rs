@@ -24,7 +24,7 @@ fn run_with(vars: &[(&str, &str)]) -> (i32, String) {
 #[test]
 fn malformed_or_missing_variables_stop_the_process_naming_them() {
     let base = [
-        ("JWT_SECRET", "s"),
+        ("JWT_SECRET", "a-production-secret-of-32-bytes!"),
         ("HTTP_ADDR", "127.0.0.1:0"),
         ("PPROF_ADDR", ""),
     ];
@@ -39,6 +39,10 @@ fn malformed_or_missing_variables_stop_the_process_naming_them() {
         ("LOG_FORMAT", "xml"),
         ("SHUTDOWN_GRACE_SECS", "soon"),
         ("PUBSUB_PREFIX", "has space"),
+        // Development secrets need the development flag (STORM_DEV=1).
+        ("JWT_SECRET", "dev-secret"),
+        ("JWT_SECRET", "31-bytes-is-one-byte-too-short!"),
+        ("STORM_DEV", "perhaps"),
     ];
     for (name, value) in cases {
         let mut vars: Vec<(&str, &str)> = base.iter().copied().filter(|(k, _)| k != name).collect();
@@ -60,7 +64,9 @@ fn malformed_or_missing_variables_stop_the_process_naming_them() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let mut child = Command::new(BIN)
-        .env("JWT_SECRET", "s")
+        // The development secret starts only behind the development flag.
+        .env("JWT_SECRET", "dev-secret")
+        .env("STORM_DEV", "1")
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("PPROF_ADDR", "")
         .env("PUBSUB_PREFIX", "process-test:")

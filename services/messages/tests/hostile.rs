@@ -480,6 +480,7 @@ async fn start_up_gives_up_on_an_unreachable_postgres() {
         ("HTTP_ADDR", "127.0.0.1:0"),
         ("PPROF_ADDR", ""),
         ("JWT_SECRET", testkit::SECRET),
+        ("STORM_DEV", "1"),
         ("DATABASE_URL", url.as_str()),
         ("MIGRATE", "false"),
         ("DB_ACQUIRE_TIMEOUT_MS", "300"),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use common::ApiError;
-use common::auth::{Claims, now_secs};
+use common::auth::{Audience, CHAT_AUDIENCE, Claims, now_secs};
 use common::db;
 use common::error::Json;
 
@@ -81,7 +81,9 @@ pub async fn create(
         sub: id.to_string(),
         exp: now + state.user_token_ttl.as_secs(),
         iat: Some(now),
-        tenant: None,
+        aud: Some(Audience::One(CHAT_AUDIENCE.into())),
+        iss: Some(CHAT_AUDIENCE.into()),
+        ..Claims::default()
     })?;
     Ok((
         StatusCode::CREATED,
