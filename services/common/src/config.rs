@@ -192,25 +192,52 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Settings every process has (SPEC "Processes, ports, dependencies").
+/// Settings every process has (SPEC "Processes, ports, dependencies"), its listeners' limits
+/// included (see `listener`).
 #[derive(Debug, Clone)]
 pub struct CommonConfig {
     pub http_addr: SocketAddr,
     pub pprof_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub shutdown_grace: std::time::Duration,
+    /// `HEADER_READ_TIMEOUT_MS` (default 10000): TLS handshake and request headers, every listener.
+    pub header_read_timeout: std::time::Duration,
+    /// `BODY_READ_TIMEOUT_MS` (default 10000): the whole request body, from its headers.
+    pub body_read_timeout: std::time::Duration,
+    /// `IDLE_TIMEOUT_MS` (default 60000): a connection with no request in flight is closed after it.
+    pub idle_timeout: std::time::Duration,
+    /// `MAX_CONNS_PER_IP` (default 2048): concurrent connections from one client address on the
+    /// API listeners.
+    pub max_conns_per_ip: usize,
+    /// The most request-body bytes read before admission control takes a slot (not a variable:
+    /// 64 KiB, the routes' own limit; a service whose routes accept more sets its largest limit).
+    pub max_buffered_body: usize,
 }
 
+/// Default of [`CommonConfig::max_buffered_body`]: chat's, messages' and the gateway's default
+/// route limit.
+pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
+
 impl CommonConfig {
-    /// `http_default`/`pprof_default` are the service's own ports, e.g. ":8080" and ":6060".
+    /// `http_default`/`pprof_default` are the service's own ports, e.g. ":8080" and ":6060". A
+    /// Go-style `:port` pprof default binds loopback only (`127.0.0.1:port`): profiles and heap
+    /// dumps are not for the network unless `PPROF_ADDR` says so.
     pub fn from_lookup(
         env: &Lookup,
         http_default: &str,
         pprof_default: &str,
     ) -> Result<Self, ConfigError> {
+        let pprof_default = match pprof_default.strip_prefix(':') {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => pprof_default.to_string(),
+        };
+        let millis = |name: &str, default: u64, max: u64| {
+            env.bounded(name, default, 1, max)
+                .map(std::time::Duration::from_millis)
+        };
         Ok(Self {
             http_addr: env.addr("HTTP_ADDR", http_default)?,
-            pprof_addr: env.optional_addr("PPROF_ADDR", pprof_default)?,
+            pprof_addr: env.optional_addr("PPROF_ADDR", &pprof_default)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
             shutdown_grace: std::time::Duration::from_secs(env.bounded(
                 "SHUTDOWN_GRACE_SECS",
@@ -218,6 +245,11 @@ impl CommonConfig {
                 0,
                 3600,
             )?),
+            header_read_timeout: millis("HEADER_READ_TIMEOUT_MS", 10_000, 600_000)?,
+            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", 10_000, 600_000)?,
+            idle_timeout: millis("IDLE_TIMEOUT_MS", 60_000, 86_400_000)?,
+            max_conns_per_ip: env.bounded("MAX_CONNS_PER_IP", 2048usize, 1, 10_000_000)?,
+            max_buffered_body: MAX_BUFFERED_BODY,
         })
     }
 }
@@ -271,6 +303,32 @@ mod tests {
         );
         let out_of_range = Lookup::from_pairs([("UTILIZATION", "101")]);
         assert!(out_of_range.bounded("UTILIZATION", 67u32, 1, 100).is_err());
+    }
+
+    #[test]
+    fn listener_limits_default_and_are_validated() {
+        let common =
+            CommonConfig::from_lookup(&Lookup::from_pairs::<&str, &str>([]), ":8080", ":6060")
+                .unwrap();
+        assert_eq!(common.pprof_addr, Some("127.0.0.1:6060".parse().unwrap()));
+        assert_eq!(common.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(common.header_read_timeout.as_millis(), 10_000);
+        assert_eq!(common.body_read_timeout.as_millis(), 10_000);
+        assert_eq!(common.idle_timeout.as_millis(), 60_000);
+        assert_eq!(common.max_conns_per_ip, 2048);
+        for (name, bad) in [
+            ("HEADER_READ_TIMEOUT_MS", "0"),
+            ("BODY_READ_TIMEOUT_MS", "soon"),
+            ("IDLE_TIMEOUT_MS", "-1"),
+            ("MAX_CONNS_PER_IP", "0"),
+        ] {
+            let err = CommonConfig::from_lookup(&Lookup::from_pairs([(name, bad)]), ":1", ":2")
+                .unwrap_err();
+            assert_eq!(err.variable, name, "{err}");
+        }
+        let everywhere = Lookup::from_pairs([("PPROF_ADDR", ":6060")]);
+        let common = CommonConfig::from_lookup(&everywhere, ":8080", ":6060").unwrap();
+        assert_eq!(common.pprof_addr, Some("0.0.0.0:6060".parse().unwrap()));
     }
 
     proptest::proptest! {

@@ -59,6 +59,10 @@ impl ApiError {
             message,
         )
     }
+    /// The client did not send its request body within `BODY_READ_TIMEOUT_MS`.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }

@@ -7,12 +7,18 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request};
-use axum::middleware;
-use axum::serve::ListenerExt;
+use axum::body::{Body, HttpBody};
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +28,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CommonConfig, ConfigError, LogFormat};
-use crate::error;
+use crate::error::{self, ApiError};
+use crate::listener::{self, BodyReadTimeout, Limits, PerIpLimit, Plain};
 use crate::metrics;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -80,12 +87,18 @@ async fn wait_for_signal() {
 }
 
 /// The cross-cutting layers, in one place, outermost last: request id (set, then echoed on the
-/// response), a tracing span carrying it, the RED metrics, and envelope fallbacks for unknown
-/// routes and methods. Admission is not here: it guards only the routes that need it.
-pub fn http_layers(router: Router) -> Router {
+/// response), a tracing span carrying it, the RED metrics, the request body read in full (up to
+/// `max_buffered_body` bytes) before any route's own layers, and envelope fallbacks for unknown
+/// routes and methods. Admission is not here: it guards only the routes that need it, and runs
+/// after the body is in hand.
+pub fn http_layers(router: Router, max_buffered_body: usize) -> Router {
     router
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
+        .layer(middleware::from_fn_with_state(
+            max_buffered_body,
+            read_body_first,
+        ))
         .layer(middleware::from_fn(metrics::track_http))
         .layer(
             TraceLayer::new_for_http()
@@ -105,6 +118,77 @@ pub fn http_layers(router: Router) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Reads the request body before the route (and so before admission control) sees the request,
+/// so a client trickling its body holds a connection, never an admission slot. The listener's
+/// body-read deadline (`BODY_READ_TIMEOUT_MS`) bounds the read: past it the answer is 408
+/// `request_timeout` and the connection is closed. Memory is bounded by `limit` per request: a
+/// body larger than that (only a route accepting more would want it) is passed on as what was read
+/// followed by the rest, still under the same deadline. Requests without a body pass untouched.
+pub async fn read_body_first(
+    State(limit): State<usize>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, mut body) = request.into_parts();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0usize;
+    let complete = loop {
+        if read > limit {
+            break false;
+        }
+        match body.frame().await {
+            None => break true,
+            Some(Ok(frame)) => {
+                // Trailers are dropped: no route reads them.
+                if let Ok(data) = frame.into_data() {
+                    read += data.len();
+                    chunks.push(data);
+                }
+                if body.is_end_stream() {
+                    break true;
+                }
+            }
+            Some(Err(e)) => return body_error(e),
+        }
+    };
+    let buffered = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(read);
+            for chunk in &chunks {
+                all.extend_from_slice(chunk);
+            }
+            all.freeze()
+        }
+    };
+    let body = if complete {
+        Body::from(buffered)
+    } else {
+        let rest = body.into_data_stream();
+        Body::from_stream(futures_util::stream::once(async move { Ok(buffered) }).chain(rest))
+    };
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The answer when the body could not be read: 408 past the deadline, else 400 (the client broke
+/// off; nobody reads the answer). The connection closes either way: the body is unfinished.
+fn body_error(e: axum::Error) -> Response {
+    let inner = e.into_inner();
+    let mut response = match inner.downcast_ref::<BodyReadTimeout>() {
+        Some(timeout) => ApiError::request_timeout(timeout.to_string()).into_response(),
+        None => ApiError::bad_request(format!("the request body could not be read: {inner}"))
+            .into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The accept queue asked of the kernel (capped by `net.core.somaxconn`). The standard library's
@@ -129,26 +213,24 @@ pub async fn bind(variable: &str, addr: SocketAddr) -> anyhow::Result<TcpListene
 }
 
 /// Serves `router` on `listener` until the shutdown token is cancelled, then drains in-flight
-/// requests and tracked tasks for at most `grace`.
+/// requests and tracked tasks for at most `grace`. Every connection gets the listener `limits`;
+/// `per_ip` caps connections per client address.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
     grace: Duration,
+    limits: Limits,
+    per_ip: Option<Arc<PerIpLimit>>,
 ) -> anyhow::Result<()> {
-    let token = shutdown.token.clone();
-    // TCP_NODELAY on every accepted socket: axum leaves Nagle on, and then a small write (a
-    // WebSocket frame) that follows one the peer has not acknowledged yet waits for the peer's
-    // delayed ACK — a 40 ms tail on a few percent of frames.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
+    let server = tokio::spawn(listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
+        router,
+        limits,
+        per_ip,
+        Plain,
+        shutdown.token.clone(),
+    ));
     shutdown.token.cancelled().await;
     shutdown.tasks.close();
     let drained = tokio::time::timeout(grace, async {
@@ -173,6 +255,8 @@ pub struct Application {
     router: Router,
     shutdown: Shutdown,
     grace: Duration,
+    limits: Limits,
+    per_ip: Arc<PerIpLimit>,
 }
 
 impl Application {
@@ -190,10 +274,18 @@ impl Application {
         Ok(Self {
             listener,
             pprof_listener,
-            router: http_layers(router),
+            router: http_layers(router, common.max_buffered_body),
             shutdown,
             grace: common.shutdown_grace,
+            limits: Limits::from_config(common),
+            per_ip: PerIpLimit::new(common.max_conns_per_ip),
         })
+    }
+
+    /// The process's per-client-IP connection table, for other API listeners to share
+    /// (`MAX_CONNS_PER_IP` counts a client's connections across all of them).
+    pub fn per_ip_limit(&self) -> Arc<PerIpLimit> {
+        self.per_ip.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -216,15 +308,26 @@ impl Application {
     /// Serves the API and pprof until shutdown, then drains (bounded by the grace period).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         if let Some(pprof_listener) = self.pprof_listener {
-            let token = self.shutdown.token.clone();
-            // Not drained: a 30 s CPU profile must not hold up shutdown.
-            tokio::spawn(async move {
-                let _ = axum::serve(pprof_listener, crate::pprof::router())
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
-            });
+            // Not drained: a 30 s CPU profile must not hold up shutdown. Same header, body and
+            // idle timeouts as the API; no per-IP cap (it is private: loopback by default).
+            tokio::spawn(listener::serve(
+                pprof_listener,
+                crate::pprof::router(),
+                self.limits,
+                None,
+                Plain,
+                self.shutdown.token.clone(),
+            ));
         }
-        serve(self.listener, self.router, self.shutdown, self.grace).await
+        serve(
+            self.listener,
+            self.router,
+            self.shutdown,
+            self.grace,
+            self.limits,
+            Some(self.per_ip),
+        )
+        .await
     }
 }
 
