@@ -114,6 +114,11 @@ mod tests {
             ]
         );
         assert_eq!(config.common.http_addr.port(), 8185);
+        assert_eq!(
+            config.common.pprof_addr,
+            Some("127.0.0.1:6064".parse().unwrap()),
+            "pprof is private by default"
+        );
         assert_eq!(config.tls, TlsMode::Off);
         assert_eq!(config.otlp_endpoint, None);
     }

@@ -11,17 +11,14 @@ pub mod interceptor;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use axum::Router;
-use axum::serve::ListenerExt;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::RustlsAcceptor;
 use rustls::pki_types::CertificateDer;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
 use common::health::{self, Probes};
+use common::listener::{self, Handshake, Limits, Plain};
 pub use common::server::Application;
 use common::server::Shutdown;
 
@@ -47,7 +44,9 @@ impl Interceptors {
 }
 
 /// Binds every listener and starts serving the five chains; the admin listener (health, ready,
-/// metrics) serves once the returned application runs. Shutdown drains all six.
+/// metrics) serves once the returned application runs. Shutdown drains all six. Every call
+/// listener has the same header, body and idle timeouts as the admin one, and shares its
+/// per-client-IP connection cap (`MAX_CONNS_PER_IP`, see `common::listener`).
 pub async fn start(config: Config) -> anyhow::Result<Interceptors> {
     common::metrics::install("interceptors");
     let tls = match config.tls {
@@ -65,23 +64,23 @@ pub async fn start(config: Config) -> anyhow::Result<Interceptors> {
         shutdown.clone(),
     )
     .await?;
+    let limits = Limits::from_config(&config.common);
+    let per_ip = app.per_ip_limit();
     let mut listeners = Vec::with_capacity(bound.len());
     for (chain, listener) in bound {
         listeners.push((chain, listener.local_addr()?));
         let router = chains::router(chain, &config.chains);
-        let token = shutdown.token.clone();
+        let (per_ip, token) = (Some(per_ip.clone()), shutdown.token.clone());
         match &tls {
             None => {
-                shutdown.tasks.spawn(serve_plain(listener, router, token));
+                shutdown.tasks.spawn(listener::serve(
+                    listener, router, limits, per_ip, Plain, token,
+                ));
             }
             Some(tls) => {
-                let listener = listener.into_std()?;
-                shutdown.tasks.spawn(serve_tls(
-                    listener,
-                    router,
-                    tls.config.clone(),
-                    token,
-                    config.common.shutdown_grace,
+                let handshake = Tls(RustlsAcceptor::new(tls.config.clone()));
+                shutdown.tasks.spawn(listener::serve(
+                    listener, router, limits, per_ip, handshake, token,
                 ));
             }
         }
@@ -98,43 +97,15 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     start(config).await.map(|server| server.app)
 }
 
-async fn serve_plain(listener: TcpListener, router: Router, token: CancellationToken) {
-    // TCP_NODELAY, as on every stormstack listener (see common::server::serve).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "listener failed");
-    }
-}
+/// TLS on a call listener: rustls's handshake, bounded by `HEADER_READ_TIMEOUT_MS` in
+/// `common::listener` like the headers that follow it.
+struct Tls(RustlsAcceptor);
 
-async fn serve_tls(
-    listener: std::net::TcpListener,
-    router: Router,
-    tls: RustlsConfig,
-    token: CancellationToken,
-    grace: Duration,
-) {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        token.cancelled().await;
-        stopper.graceful_shutdown(Some(grace));
-    });
-    let served = match axum_server::from_tcp(listener) {
-        Ok(server) => {
-            server
-                .acceptor(RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new()))
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = served {
-        tracing::error!(error = %e, "TLS listener failed");
+impl Handshake for Tls {
+    type Io = <RustlsAcceptor as Accept<TcpStream, ()>>::Stream;
+
+    fn handshake(&self, tcp: TcpStream) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
+        let accept = self.0.accept(tcp, ());
+        async move { accept.await.map(|(stream, _)| stream) }
     }
 }
