@@ -6,6 +6,7 @@
 //! no confirm within `PUBLISH_TIMEOUT_MS` is an error for the caller (503). A publish that was on
 //! the wire when the connection died is *in doubt* (the broker may have stored it): counted in
 //! `chat_publish_in_doubt_total`; the message keeps its unique number, so it can never duplicate.
+//! Every message leaves signed (`queue::SigningKey`): the writer stores nothing else.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use tokio::sync::{Notify, RwLock};
 use common::ApiError;
 use common::server::Shutdown;
 
-use crate::queue;
+use queue::SigningKey;
 
 /// A live connection and its confirm-mode channels.
 struct Link {
@@ -33,6 +34,7 @@ struct Inner {
     queue: String,
     channel_count: usize,
     publish_timeout: Duration,
+    key: SigningKey,
     link: RwLock<Option<Arc<Link>>>,
     next_channel: AtomicUsize,
     /// Woken by a publish that saw the connection fail, so the supervisor need not wait for its poll.
@@ -75,6 +77,7 @@ impl Broker {
         queue: &str,
         channel_count: usize,
         publish_timeout: Duration,
+        key: SigningKey,
         shutdown: Shutdown,
     ) -> Self {
         let broker = Broker(Arc::new(Inner {
@@ -82,6 +85,7 @@ impl Broker {
             queue: queue.to_string(),
             channel_count,
             publish_timeout,
+            key,
             link: RwLock::new(None),
             next_channel: AtomicUsize::new(0),
             broken: Notify::new(),
@@ -101,7 +105,8 @@ impl Broker {
         }
     }
 
-    /// Publishes `payload` persistently to the queue and waits for the broker's confirm.
+    /// Signs `payload` and publishes it persistently to the queue, then waits for the broker's
+    /// confirm.
     pub async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         self.0.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -141,7 +146,7 @@ impl Broker {
                 ..BasicPublishOptions::default()
             },
             payload,
-            queue::properties(),
+            self.0.key.properties(payload),
         );
         let confirm = match tokio::time::timeout(self.0.publish_timeout, send).await {
             Ok(Ok(confirm)) => confirm,

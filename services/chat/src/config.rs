@@ -15,6 +15,8 @@ pub struct Config {
     /// The queue messages are published to (`CHAT_QUEUE`, default `chat.messages`); the writer
     /// must consume the same one.
     pub queue: String,
+    /// Signs every published message (`QUEUE_SIGNING_KEY`, required; the writer holds the same).
+    pub queue_key: queue::SigningKey,
     /// Confirm-mode channels on the one broker connection (`AMQP_CHANNELS`, default 8).
     pub amqp_channels: usize,
     /// How long a publish waits for the broker's confirm before 503 (`PUBLISH_TIMEOUT_MS`).
@@ -37,7 +39,8 @@ impl Config {
                 &["amqp", "amqps"],
             )?,
             jwt_secret: env.required("JWT_SECRET")?,
-            queue: queue_name(env)?,
+            queue: queue::queue_name(env)?,
+            queue_key: queue::signing_key(env)?,
             amqp_channels: env.bounded("AMQP_CHANNELS", 8usize, 1, 256)?,
             publish_timeout: Duration::from_millis(env.bounded(
                 "PUBLISH_TIMEOUT_MS",
@@ -62,22 +65,4 @@ impl Config {
 pub fn default_pool_max() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (2 * cores).clamp(2, 1000) as u32
-}
-
-/// `CHAT_QUEUE`: the queue between the chat service and the writer (both read it from here).
-pub fn queue_name(env: &Lookup) -> Result<String, ConfigError> {
-    let name = env.string("CHAT_QUEUE", "chat.messages");
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-    if valid {
-        Ok(name)
-    } else {
-        Err(ConfigError {
-            variable: "CHAT_QUEUE".into(),
-            reason: format!("{name:?} must be 1–200 of [A-Za-z0-9._:-]"),
-        })
-    }
 }

@@ -7,7 +7,6 @@ pub mod broker;
 pub mod config;
 pub mod directory;
 pub mod numbering;
-pub mod queue;
 pub mod routes;
 
 use std::sync::Arc;
@@ -189,6 +188,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         &config.queue,
         config.amqp_channels,
         config.publish_timeout,
+        config.queue_key.clone(),
         shutdown.clone(),
     );
     let probes = Probes::new(vec![

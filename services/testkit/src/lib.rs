@@ -29,6 +29,10 @@ pub use ws::WsClient;
 /// The secret every test app is built with.
 pub const SECRET: &str = "test-secret";
 
+/// The `QUEUE_SIGNING_KEY` spawned chat services and writers share (long enough to be valid
+/// without `STORM_DEV`, so a writer started as a bare process accepts it too).
+pub const QUEUE_SIGNING_KEY: &str = "test-queue-signing-key-0123456789abcdef";
+
 /// A fresh name for prefixes, queues and databases: `label-<8 hex>`.
 pub fn unique(label: &str) -> String {
     format!("{label}-{}", &Uuid::new_v4().simple().to_string()[..8])
@@ -273,6 +277,7 @@ pub async fn spawn_chat(vars: &[(&str, &str)]) -> TestChat {
         ("AMQP_URL", AMQP_URL),
         ("REDIS_KEY_PREFIX", key_prefix.as_str()),
         ("PUBLISH_TIMEOUT_MS", "2000"),
+        ("QUEUE_SIGNING_KEY", QUEUE_SIGNING_KEY),
     ];
     defaults.retain(|(k, _)| !vars.iter().any(|(v, _)| v == k));
     vars.extend(defaults);
@@ -311,6 +316,9 @@ pub async fn spawn_writer(vars: &[(&str, &str)]) -> TestWriter {
     if !vars.iter().any(|(k, _)| *k == "AMQP_URL") {
         vars.push(("AMQP_URL", AMQP_URL));
     }
+    if !vars.iter().any(|(k, _)| *k == "QUEUE_SIGNING_KEY") {
+        vars.push(("QUEUE_SIGNING_KEY", QUEUE_SIGNING_KEY));
+    }
     let settings = settings(&vars);
     let config = writer::Config::from_lookup(&Lookup::from_map(settings.clone()))
         .expect("test config is valid");
@@ -319,12 +327,18 @@ pub async fn spawn_writer(vars: &[(&str, &str)]) -> TestWriter {
 }
 
 impl TestApp {
-    /// The settings a writer needs to serve this chat service: its database, queue and broker.
+    /// The settings a writer needs to serve this chat service: its database, queue, broker and
+    /// queue signing key.
     pub fn writer_vars(&self) -> Vec<(&str, &str)> {
-        ["DATABASE_URL", "CHAT_QUEUE", "AMQP_URL"]
-            .into_iter()
-            .filter_map(|k| self.settings.get(k).map(|v| (k, v.as_str())))
-            .collect()
+        [
+            "DATABASE_URL",
+            "CHAT_QUEUE",
+            "AMQP_URL",
+            "QUEUE_SIGNING_KEY",
+        ]
+        .into_iter()
+        .filter_map(|k| self.settings.get(k).map(|v| (k, v.as_str())))
+        .collect()
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Config {
     pub amqp_url: String,
     /// The queue to consume (`CHAT_QUEUE`, default `chat.messages`), as the chat service publishes.
     pub queue: String,
+    /// Verifies every delivery (`QUEUE_SIGNING_KEY`, required; the chat service signs with it).
+    pub queue_key: queue::SigningKey,
     /// Unacknowledged deliveries the broker may push ahead (`WRITER_PREFETCH`, default 2000).
     pub prefetch: u16,
     /// A batch is written when it holds this many messages (`WRITER_BATCH_SIZE`, default 500) …
@@ -32,7 +34,8 @@ impl Config {
                 "amqp://guest:guest@127.0.0.1:5672/%2f",
                 &["amqp", "amqps"],
             )?,
-            queue: chat::config::queue_name(env)?,
+            queue: queue::queue_name(env)?,
+            queue_key: queue::signing_key(env)?,
             prefetch: env.bounded("WRITER_PREFETCH", 2000u16, 1, 65_535)?,
             batch_size: env.bounded("WRITER_BATCH_SIZE", 500usize, 1, 10_000)?,
             batch_max_wait: Duration::from_millis(env.bounded(

@@ -8,7 +8,14 @@
 //! the unacknowledged batch is dropped here and redelivered by the broker (to us or another
 //! writer); the idempotent insert makes that harmless. On shutdown the current batch is finished
 //! and acknowledged before the connection closes.
+//!
+//! Only the chat service's messages are stored: a delivery is verified (its `x-signature`) before
+//! it is parsed, and an unsigned, mis-signed or unparseable one is dead-lettered with its reason. A
+//! row whose `(chat_id, number)` already holds another message id is dead-lettered as a
+//! `conflict` — from the batch and from the row-by-row path alike — never acknowledged as if
+//! stored; only the same id (a redelivery) is.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,7 +34,7 @@ use tokio::time::Instant;
 use common::server::Shutdown;
 
 use crate::Config;
-use crate::batch::{self, Row, WriteError};
+use crate::batch::{self, Row, WriteError, Written};
 
 /// Why the consume loop returned.
 enum Stopped {
@@ -75,7 +82,7 @@ async fn connect(config: &Config) -> lapin::Result<(Connection, Channel)> {
     )
     .await?;
     let channel = connection.create_channel().await?;
-    chat::queue::declare(&channel, &config.queue).await?;
+    queue::declare(&channel, &config.queue).await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
@@ -158,26 +165,34 @@ async fn flush(
         if delivery.redelivered {
             counter!("writer_redeliveries_total").increment(1);
         }
-        match batch::parse(&delivery.data) {
+        match batch::parse(&config.queue_key, &delivery.properties, &delivery.data) {
             Ok(row) => {
                 rows.push(row);
                 row_tags.push(delivery.delivery_tag);
             }
-            Err(why) => dead_letter(channel, delivery.delivery_tag, "malformed", &why).await?,
+            Err(rejection) => {
+                dead_letter(
+                    channel,
+                    delivery.delivery_tag,
+                    rejection.reason(),
+                    &rejection.to_string(),
+                )
+                .await?
+            }
         }
     }
-    let inserted = write_with_retry(config, pool, channel, &rows, &row_tags, shutdown).await?;
-    let Some(inserted) = inserted else {
+    let stored = write_with_retry(config, pool, channel, &rows, &row_tags, shutdown).await?;
+    let Some(Stored { inserted, dead }) = stored else {
         // Shutting down with Postgres still unavailable: leave the batch unacknowledged; the broker
         // redelivers it when this connection closes.
         batch.clear();
         return Ok(());
     };
     counter!("writer_rows_written_total").increment(inserted);
-    counter!("writer_rows_skipped_total")
-        .increment(rows.len() as u64 - inserted.min(rows.len() as u64));
+    let settled = (rows.len() - dead.len()) as u64;
+    counter!("writer_rows_skipped_total").increment(settled - inserted.min(settled));
     let now = chrono::Utc::now();
-    for row in &rows {
+    for (_, row) in rows.iter().enumerate().filter(|(i, _)| !dead.contains(i)) {
         let lag = (now - row.created_at)
             .num_microseconds()
             .unwrap_or(0)
@@ -193,8 +208,15 @@ async fn flush(
     Ok(())
 }
 
-/// `Some(rows inserted)` once the rows are committed (rows Postgres refuses are dead-lettered one
-/// by one); `None` when shutdown came while Postgres was still unavailable.
+/// What became of a batch's rows once committed.
+struct Stored {
+    inserted: u64,
+    /// Indexes of the rows dead-lettered (conflicts, rows Postgres refuses).
+    dead: HashSet<usize>,
+}
+
+/// `Some` once the rows are committed, with the conflicting rows and the rows Postgres refuses
+/// dead-lettered one by one; `None` when shutdown came while Postgres was still unavailable.
 async fn write_with_retry(
     config: &Config,
     pool: &PgPool,
@@ -202,37 +224,73 @@ async fn write_with_retry(
     rows: &[Row],
     tags: &[u64],
     shutdown: &Shutdown,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<Stored>, String> {
+    let mut stored = Stored {
+        inserted: 0,
+        dead: HashSet::new(),
+    };
     let refused = match write_until_done(config, pool, rows, shutdown).await {
         None => return Ok(None),
-        Some(Ok(inserted)) => return Ok(Some(inserted)),
+        Some(Ok(written)) => {
+            settle(channel, rows, tags, 0, written, &mut stored).await?;
+            return Ok(Some(stored));
+        }
         Some(Err(refused)) => refused,
     };
     // Isolate the rows Postgres refuses (e.g. a chat that does not exist).
     tracing::warn!(error = %refused, rows = rows.len(), "batch refused; writing rows one by one");
-    let mut inserted = 0;
-    for (row, tag) in rows.iter().zip(tags) {
+    for (index, row) in rows.iter().enumerate() {
         match write_until_done(config, pool, std::slice::from_ref(row), shutdown).await {
             None => return Ok(None),
-            Some(Ok(n)) => inserted += n,
-            Some(Err(e)) => dead_letter(channel, *tag, "rejected", &e.to_string()).await?,
+            Some(Ok(written)) => settle(channel, rows, tags, index, written, &mut stored).await?,
+            Some(Err(e)) => {
+                dead_letter(channel, tags[index], "rejected", &e.to_string()).await?;
+                stored.dead.insert(index);
+            }
         }
     }
-    Ok(Some(inserted))
+    Ok(Some(stored))
 }
 
-/// Writes `rows`, retrying with backoff while Postgres is unavailable: `Some(Ok(inserted))`,
+/// Adds a committed write of `rows[offset..]` to `stored` and dead-letters its conflicts: a
+/// `(chat_id, number)` that holds another message id is never acknowledged as stored.
+async fn settle(
+    channel: &Channel,
+    rows: &[Row],
+    tags: &[u64],
+    offset: usize,
+    written: Written,
+    stored: &mut Stored,
+) -> Result<(), String> {
+    stored.inserted += written.inserted;
+    for conflict in written.conflicts {
+        let index = offset + conflict.index;
+        let row = &rows[index];
+        let stored_id = conflict
+            .stored
+            .map_or_else(|| "none".to_string(), |id| id.to_string());
+        let why = format!(
+            "chat {} number {} is already stored with message id {stored_id}, not {}",
+            row.chat_id, row.number, row.id
+        );
+        dead_letter(channel, tags[index], "conflict", &why).await?;
+        stored.dead.insert(index);
+    }
+    Ok(())
+}
+
+/// Writes `rows`, retrying with backoff while Postgres is unavailable: `Some(Ok(written))`,
 /// `Some(Err(_))` when Postgres refuses the rows themselves, `None` on shutdown before success.
 async fn write_until_done(
     config: &Config,
     pool: &PgPool,
     rows: &[Row],
     shutdown: &Shutdown,
-) -> Option<Result<u64, sqlx::Error>> {
+) -> Option<Result<Written, sqlx::Error>> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match batch::write(pool, rows).await {
-            Ok(inserted) => return Some(Ok(inserted)),
+            Ok(written) => return Some(Ok(written)),
             Err(WriteError::Rejected(e)) => return Some(Err(e)),
             Err(WriteError::Transient(e)) => {
                 counter!("writer_db_retries_total").increment(1);

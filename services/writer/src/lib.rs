@@ -58,7 +58,10 @@ fn describe_metrics() {
     );
     describe_counter!(
         "writer_dead_letters_total",
-        "Deliveries rejected into the dead-letter queue, by reason (malformed, rejected)."
+        "Deliveries rejected into the dead-letter queue, by reason: unsigned, bad_signature \
+         (not signed with QUEUE_SIGNING_KEY), malformed (signed but not a storable version-2 \
+         message), conflict ((chat_id, number) stored with another message id), rejected \
+         (refused by Postgres)."
     );
     describe_counter!(
         "writer_db_retries_total",
@@ -76,7 +79,10 @@ fn describe_metrics() {
         ("writer_rows_written_total", &[]),
         ("writer_rows_skipped_total", &[]),
         ("writer_redeliveries_total", &[]),
+        ("writer_dead_letters_total", &[("reason", "unsigned")]),
+        ("writer_dead_letters_total", &[("reason", "bad_signature")]),
         ("writer_dead_letters_total", &[("reason", "malformed")]),
+        ("writer_dead_letters_total", &[("reason", "conflict")]),
         ("writer_dead_letters_total", &[("reason", "rejected")]),
         ("writer_db_retries_total", &[]),
     ]);

@@ -321,22 +321,23 @@ async fn poison_messages_are_dead_lettered_and_counted_and_the_writer_keeps_goin
     let (user, app) = setup(&chat).await;
     let client = http();
     let queue = chat.settings["CHAT_QUEUE"].clone();
-    // Straight onto the queue: garbage, and a well-formed message for a chat that does not exist.
+    // Straight onto the queue, signed with the shared key: garbage, and a well-formed message for
+    // a chat that does not exist.
     let connection =
         lapin::Connection::connect(testkit::AMQP_URL, lapin::ConnectionProperties::default())
             .await
             .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let ghost = serde_json::json!({"v": 1, "chat_id": 999_999_999, "number": 1, "body": "ghost",
-                                   "created_at": "2026-11-27T10:00:00Z"});
-    for payload in [b"{not json".to_vec(), ghost.to_string().into_bytes()] {
+    let key = queue::SigningKey::new(testkit::QUEUE_SIGNING_KEY.as_bytes());
+    let ghost = queue::QueuedMessage::new(999_999_999, 1, "ghost".into());
+    for payload in [b"{not json".to_vec(), serde_json::to_vec(&ghost).unwrap()] {
         channel
             .basic_publish(
                 "".into(),
                 queue.as_str().into(),
                 BasicPublishOptions::default(),
                 &payload,
-                chat::queue::properties(),
+                key.properties(&payload),
             )
             .await
             .unwrap();
@@ -355,7 +356,7 @@ async fn poison_messages_are_dead_lettered_and_counted_and_the_writer_keeps_goin
         .await,
         "the good messages are stored around the poison"
     );
-    let dead = chat::queue::dead_letter_queue(&queue);
+    let dead = queue::dead_letter_queue(&queue);
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()

@@ -17,10 +17,10 @@ use common::db;
 use common::error::{Json, Path, Query};
 
 use crate::AppState;
-use crate::queue::{MESSAGE_VERSION, QueuedMessage};
 use crate::routes::{PageQuery, text_field, user_id};
+use queue::QueuedMessage;
 
-pub const MAX_BODY_CHARS: usize = 4096;
+pub use queue::MAX_BODY_CHARS;
 pub const MAX_QUERY_CHARS: usize = 200;
 /// Most hits a search returns.
 pub const SEARCH_LIMIT: i64 = 100;
@@ -84,13 +84,9 @@ pub async fn create(
     text_field("body", &new.body, MAX_BODY_CHARS)?;
     let chat_id = chat_id(&state, &user, &token, chat_number).await?;
     let number = state.message_numbers.allocate(chat_id).await?;
-    let message = QueuedMessage {
-        v: MESSAGE_VERSION,
-        chat_id,
-        number,
-        body: new.body,
-        created_at: Utc::now(),
-    };
+    // Its id is made here, once: a redelivery carries it, another message claiming the same
+    // number cannot.
+    let message = QueuedMessage::new(chat_id, number, new.body);
     let payload = serde_json::to_vec(&message).map_err(ApiError::internal)?;
     state.broker.publish(&payload).await?;
     Ok((
