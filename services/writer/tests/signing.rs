@@ -1,0 +1,449 @@
+//! The writer stores only the chat service's messages: straight onto a test's queue (as anyone
+//! who reaches the broker could), an unsigned message, a mis-signed one and a validly signed one
+//! whose `(chat_id, number)` already holds another message each land in `<queue>.dead` with their
+//! reason counted, the stored row is unchanged, and a signed redelivery of the stored message is
+//! acknowledged and stays one row — through the batch path and the row-by-row path alike. Every
+//! 202 of the chat API is still exactly one row.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use queue::{QueuedMessage, SigningKey};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use testkit::chat_api::{Audit, ChatUser, stored_numbers};
+use testkit::{QUEUE_SIGNING_KEY, TestApp, http, spawn_chat, spawn_writer, wait_until};
+
+fn key() -> SigningKey {
+    SigningKey::new(QUEUE_SIGNING_KEY.as_bytes())
+}
+
+/// A channel on the machine's broker, for publishing as an outsider would.
+async fn outsider() -> (Connection, Channel) {
+    let connection = Connection::connect(testkit::AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    (connection, channel)
+}
+
+async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Messages ready in `queue` (0 if it cannot be read).
+async fn ready(channel: &Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(0)
+}
+
+/// Takes every message out of `queue`: their bodies.
+async fn drain(channel: &Channel, queue: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        bodies.push(String::from_utf8_lossy(&message.delivery.data).into_owned());
+    }
+    bodies
+}
+
+/// `writer_<name>` on the writer's /metrics, summed over the series whose labels contain `labels`.
+async fn metric(writer: &TestApp, name: &str, labels: &str) -> Option<f64> {
+    let text = writer.get_text(&http(), "/metrics").await;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(name) && (labels.is_empty() || l.contains(labels))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+async fn dead_letters(writer: &TestApp) -> [(&'static str, Option<f64>); 5] {
+    let mut out = [
+        ("unsigned", None),
+        ("bad_signature", None),
+        ("malformed", None),
+        ("conflict", None),
+        ("rejected", None),
+    ];
+    for (reason, value) in out.iter_mut() {
+        *value = metric(
+            writer,
+            "writer_dead_letters_total",
+            &format!("reason=\"{reason}\""),
+        )
+        .await;
+    }
+    out
+}
+
+/// The id of chat `number` of application `app`.
+async fn chat_id(pool: &PgPool, app: &str, number: i32) -> i64 {
+    sqlx::query_scalar(
+        "SELECT c.id FROM chats c JOIN applications a ON a.id = c.application_id
+         WHERE a.token = $1 AND c.number = $2",
+    )
+    .bind(app)
+    .bind(number)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A stored row: (body, message id, created_at), or None.
+type Stored = Option<(String, Option<Uuid>, DateTime<Utc>)>;
+
+async fn row(pool: &PgPool, chat_id: i64, number: i32) -> Stored {
+    sqlx::query_as(
+        "SELECT body, message_id, created_at FROM chat_messages WHERE chat_id = $1 AND number = $2",
+    )
+    .bind(chat_id)
+    .bind(number)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn rows_of(pool: &PgPool, chat_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM chat_messages WHERE chat_id = $1")
+        .bind(chat_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A user, an application and one chat on `chat`.
+async fn setup(chat: &TestApp) -> (ChatUser, String) {
+    let client = http();
+    let user = chat.sign_up(&client).await;
+    let app = chat.create_application(&client, &user).await;
+    let (status, body) = chat.create_chat(&client, &user, &app).await;
+    assert_eq!(status, 201, "{body}");
+    (user, app)
+}
+
+/// Posts `n` messages to chat 1 through the API and asserts every 202 becomes exactly one row.
+async fn assert_api_writes_are_exactly_once(
+    chat: &TestApp,
+    user: &ChatUser,
+    app: &str,
+    pool: &PgPool,
+    n: usize,
+) {
+    let client = http();
+    let before: BTreeSet<i32> = stored_numbers(pool, app, 1).await.into_iter().collect();
+    let mut accepted = Vec::new();
+    for i in 0..n {
+        let (status, body) = chat
+            .post_message(&client, user, app, 1, &format!("legit {i}"))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        accepted.push(body["number"].as_i64().unwrap() as i32);
+    }
+    let stored_new = || async {
+        stored_numbers(pool, app, 1)
+            .await
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(20), || async {
+        stored_new().await.len() >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = Audit::of(&accepted, &stored_new().await);
+    assert!(
+        audit.lost.is_empty() && audit.duplicated.is_empty() && audit.extra.is_empty(),
+        "every 202 is exactly one row: {audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn forged_and_conflicting_messages_are_dead_lettered_with_their_reason() {
+    let chat = spawn_chat(&[]).await;
+    let writer = spawn_writer(&chat.writer_vars()).await;
+    let (user, app) = setup(&chat).await;
+    let pool = chat.database().await;
+    let queue = chat.settings["CHAT_QUEUE"].clone();
+    let dead = queue::dead_letter_queue(&queue);
+    let chat_id = chat_id(&pool, &app, 1).await;
+
+    // Every reason is exported at 0 before the first dead letter.
+    for (reason, value) in dead_letters(&writer).await {
+        assert_eq!(
+            value,
+            Some(0.0),
+            "writer_dead_letters_total{{reason={reason:?}}}"
+        );
+    }
+
+    // A real message, through the API.
+    let client = http();
+    let (status, body) = chat
+        .post_message(&client, &user, &app, 1, "the real one")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let number = body["number"].as_i64().unwrap() as i32;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            row(&pool, chat_id, number).await.is_some()
+        })
+        .await
+    );
+    let original = row(&pool, chat_id, number).await.unwrap();
+    let original_id = original
+        .1
+        .expect("the row stores the chat service's message id");
+
+    // A row stored without a message id (written before version 2, or by hand).
+    sqlx::query(
+        "INSERT INTO chat_messages (chat_id, number, body, created_at) VALUES ($1, 500, 'old', now())",
+    )
+    .bind(chat_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old = row(&pool, chat_id, 500).await;
+
+    let (connection, channel) = outsider().await;
+    let forged = |number: i32, body: &str| {
+        serde_json::to_vec(&QueuedMessage::new(chat_id, number, body.into())).unwrap()
+    };
+    // Unsigned, for a free number: would have become a row.
+    let unsigned = forged(1000, "unsigned");
+    publish(&channel, &queue, &unsigned, queue::unsigned_properties()).await;
+    // Signed with another key, for a free number.
+    let mis_signed = forged(1001, "mis-signed");
+    let other = SigningKey::new(b"not the writer's key, 32 bytes..");
+    publish(&channel, &queue, &mis_signed, other.properties(&mis_signed)).await;
+    // A signature over other bytes (the body changed after signing).
+    let tampered = forged(1002, "tampered");
+    let original_signature = key().properties(&forged(1002, "signed"));
+    publish(&channel, &queue, &tampered, original_signature).await;
+    // Validly signed, but the number holds another message.
+    let conflict = forged(number, "impostor");
+    publish(&channel, &queue, &conflict, key().properties(&conflict)).await;
+    // Validly signed, for the row stored without an id.
+    let conflict_old = forged(500, "impostor of an old row");
+    publish(
+        &channel,
+        &queue,
+        &conflict_old,
+        key().properties(&conflict_old),
+    )
+    .await;
+    // Validly signed redelivery of the stored message (same id): acknowledged, no second row.
+    let redelivery = serde_json::to_vec(&QueuedMessage {
+        v: queue::MESSAGE_VERSION,
+        id: original_id,
+        chat_id,
+        number,
+        body: original.0.clone(),
+        created_at: original.2,
+    })
+    .unwrap();
+    let skipped_before = metric(&writer, "writer_rows_skipped_total", "")
+        .await
+        .unwrap();
+    publish(&channel, &queue, &redelivery, key().properties(&redelivery)).await;
+
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            ready(&channel, &dead).await == 5
+                && metric(&writer, "writer_rows_skipped_total", "").await
+                    == Some(skipped_before + 1.0)
+        })
+        .await,
+        "5 dead letters and one redelivery skipped; dead {}, skipped {:?}",
+        ready(&channel, &dead).await,
+        metric(&writer, "writer_rows_skipped_total", "").await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = dead_letters(&writer).await;
+    println!("dead letters: {counts:?}");
+    assert_eq!(
+        counts,
+        [
+            ("unsigned", Some(1.0)),
+            ("bad_signature", Some(2.0)),
+            ("malformed", Some(0.0)),
+            ("conflict", Some(2.0)),
+            ("rejected", Some(0.0)),
+        ]
+    );
+    let dead_bodies: BTreeSet<String> = drain(&channel, &dead).await.into_iter().collect();
+    let expected: BTreeSet<String> = [&unsigned, &mis_signed, &tampered, &conflict, &conflict_old]
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(
+        dead_bodies, expected,
+        "exactly the refused messages are in {dead}"
+    );
+    assert_eq!(ready(&channel, &queue).await, 0, "nothing left in {queue}");
+
+    // The stored rows are untouched, nothing forged became a row, the redelivery is one row.
+    assert_eq!(row(&pool, chat_id, number).await, Some(original));
+    assert_eq!(row(&pool, chat_id, 500).await, old);
+    for free in [1000, 1001, 1002] {
+        assert_eq!(row(&pool, chat_id, free).await, None, "number {free}");
+    }
+    assert_eq!(rows_of(&pool, chat_id).await, 2);
+
+    // And the chat API still gets every 202 stored exactly once.
+    assert_api_writes_are_exactly_once(&chat, &user, &app, &pool, 20).await;
+
+    let _ = connection.close(200, "done".into()).await;
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn conflicts_are_dead_lettered_on_the_row_by_row_path_too() {
+    let chat = spawn_chat(&[]).await;
+    let (user, app) = setup(&chat).await;
+    let pool = chat.database().await;
+    let queue = chat.settings["CHAT_QUEUE"].clone();
+    let dead = queue::dead_letter_queue(&queue);
+    let chat_id = chat_id(&pool, &app, 1).await;
+    // A stored message, as a writer stored it (its id on the row).
+    let stored = QueuedMessage::new(chat_id, 900, "stored".into());
+    sqlx::query(
+        "INSERT INTO chat_messages (chat_id, number, body, created_at, message_id)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(stored.chat_id)
+    .bind(stored.number)
+    .bind(&stored.body)
+    .bind(stored.created_at)
+    .bind(stored.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = row(&pool, chat_id, 900).await;
+
+    // All queued before the writer starts, so they arrive in one batch: the ghost (a chat that does
+    // not exist) makes Postgres refuse the batch, and the rows are written one by one.
+    let (connection, channel) = outsider().await;
+    queue::declare(&channel, &queue).await.unwrap();
+    let ghost = serde_json::to_vec(&QueuedMessage::new(999_999_999, 1, "ghost".into())).unwrap();
+    let conflict =
+        serde_json::to_vec(&QueuedMessage::new(chat_id, 900, "impostor".into())).unwrap();
+    let redelivery = serde_json::to_vec(&stored).unwrap();
+    let fresh = QueuedMessage::new(chat_id, 901, "fresh".into());
+    let fresh_body = serde_json::to_vec(&fresh).unwrap();
+    for body in [&ghost, &conflict, &redelivery, &fresh_body] {
+        publish(&channel, &queue, body, key().properties(body)).await;
+    }
+    let mut vars = chat.writer_vars();
+    vars.push(("WRITER_BATCH_MAX_WAIT_MS", "500"));
+    let writer = spawn_writer(&vars).await;
+
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            ready(&channel, &dead).await == 2 && row(&pool, chat_id, 901).await.is_some()
+        })
+        .await,
+        "the ghost and the conflict dead-lettered, the fresh message stored"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = dead_letters(&writer).await;
+    println!("dead letters: {counts:?}");
+    assert_eq!(counts[3], ("conflict", Some(1.0)));
+    assert_eq!(counts[4], ("rejected", Some(1.0)));
+    assert_eq!(
+        metric(&writer, "writer_batch_size_count", "").await,
+        Some(1.0),
+        "the four arrived in one batch"
+    );
+    let dead_bodies: BTreeSet<String> = drain(&channel, &dead).await.into_iter().collect();
+    let expected: BTreeSet<String> = [&ghost, &conflict]
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(dead_bodies, expected);
+    assert_eq!(ready(&channel, &queue).await, 0, "nothing left in {queue}");
+    assert_eq!(
+        row(&pool, chat_id, 900).await,
+        before,
+        "the stored row is unchanged"
+    );
+    assert_eq!(
+        row(&pool, chat_id, 901).await.and_then(|r| r.1),
+        Some(fresh.id),
+        "the fresh row carries its message id"
+    );
+    assert_eq!(rows_of(&pool, chat_id).await, 2);
+    assert_api_writes_are_exactly_once(&chat, &user, &app, &pool, 10).await;
+
+    let _ = connection.close(200, "done".into()).await;
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_writer_with_another_key_stores_nothing_from_chat() {
+    // Chat and writer configured with different keys: every message is refused as mis-signed,
+    // loudly (dead-lettered and counted), never stored.
+    let chat = spawn_chat(&[]).await;
+    let mut vars = chat.writer_vars();
+    vars.retain(|(k, _)| *k != "QUEUE_SIGNING_KEY");
+    vars.push(("QUEUE_SIGNING_KEY", "a different key of at least 32 bytes"));
+    let writer = spawn_writer(&vars).await;
+    let (user, app) = setup(&chat).await;
+    let client = http();
+    for i in 0..3 {
+        let (status, _) = chat
+            .post_message(&client, &user, &app, 1, &format!("m{i}"))
+            .await;
+        assert_eq!(status, 202);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            metric(
+                &writer,
+                "writer_dead_letters_total",
+                "reason=\"bad_signature\"",
+            )
+            .await
+                == Some(3.0)
+        })
+        .await
+    );
+    let pool = chat.database().await;
+    assert!(stored_numbers(&pool, &app, 1).await.is_empty());
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
