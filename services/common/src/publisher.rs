@@ -1,9 +1,15 @@
 //! Publishing events: the envelope, serialized once, and the Redis PUBLISH that carries it.
 //!
-//! The envelope `{"id","subject","ts","sub","data"}` is built here and is the exact text every
-//! subscriber receives: the gateway never re-encodes it on the way out. `data` is embedded as the
-//! raw JSON the client sent (validated, not re-serialized). Redis down or slow → 503 `unavailable`.
-//! The gateway publishes what clients post; the messages service publishes what it stored.
+//! The envelope `{"id","subject","ts","sub","origin","tenant"?,"data"}` is built here and is the
+//! exact text every subscriber receives: the gateway never re-encodes it on the way out. `data` is
+//! embedded as the raw JSON the client sent (validated, not re-serialized). Redis down or slow →
+//! 503 `unavailable`. The gateway publishes what clients post (`origin: "client"`); the messages
+//! service publishes what it stored (`origin: "messages"`).
+//!
+//! What must not break: `origin` comes from the `Publisher` (fixed when the service builds it),
+//! never from a request; a tenant's event (`tenant: Some`) goes out on the tenant-scoped Redis
+//! subject (`call.{state}` → `call.{tenant}.{state}`, see `subject::tenant_subject`) while the
+//! envelope keeps the subject clients asked for.
 
 use std::time::Duration;
 
@@ -15,6 +21,7 @@ use uuid::Uuid;
 
 use crate::ApiError;
 use crate::config::{ConfigError, Lookup};
+use crate::subject;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -22,6 +29,9 @@ struct Envelope<'a> {
     subject: &'a str,
     ts: u64,
     sub: &'a str,
+    origin: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<Uuid>,
     data: &'a RawValue,
 }
 
@@ -37,6 +47,7 @@ pub struct Accepted {
 pub struct Publisher {
     connection: ConnectionManager,
     prefix: String,
+    origin: &'static str,
     timeout: Duration,
     published: Counter,
     failed: Counter,
@@ -44,9 +55,11 @@ pub struct Publisher {
 
 impl Publisher {
     /// Connects lazily: the service starts (and reports not ready) while Redis is down. Its
-    /// counters are `{service}_events_published_total` and `{service}_publish_failures_total`.
+    /// counters are `{service}_events_published_total` and `{service}_publish_failures_total`;
+    /// every envelope it sends says `"origin": origin`.
     pub fn new(
         service: &str,
+        origin: &'static str,
         redis_url: &str,
         prefix: String,
         timeout: Duration,
@@ -66,27 +79,32 @@ impl Publisher {
         Ok(Self {
             connection: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix,
+            origin,
             timeout,
             published: counter!(published),
             failed: counter!(failed),
         })
     }
 
-    /// Publishes `data` serialized as JSON (for services publishing their own records).
+    /// Publishes `data` serialized as JSON (for services publishing their own records); a
+    /// tenant's event goes out on the tenant's subject (see the module doc).
     pub async fn publish_value<T: Serialize>(
         &self,
         subject: &str,
+        tenant: Option<Uuid>,
         publisher: &str,
         data: &T,
     ) -> Result<Accepted, ApiError> {
         let raw = serde_json::value::to_raw_value(data).map_err(ApiError::internal)?;
-        self.publish(subject, publisher, &raw).await
+        self.publish(subject, tenant, publisher, &raw).await
     }
 
-    /// Wraps `data` in an envelope and publishes it on `subject`.
+    /// Wraps `data` in an envelope and publishes it on `subject` (on the tenant's subject when
+    /// `tenant` is given).
     pub async fn publish(
         &self,
         subject: &str,
+        tenant: Option<Uuid>,
         publisher: &str,
         data: &RawValue,
     ) -> Result<Accepted, ApiError> {
@@ -96,10 +114,19 @@ impl Publisher {
             subject,
             ts: now_millis(),
             sub: publisher,
+            origin: self.origin,
+            tenant,
             data,
         })
         .map_err(ApiError::internal)?;
-        let channel = format!("{}{}", self.prefix, subject);
+        let channel = match tenant {
+            Some(tenant) => format!(
+                "{}{}",
+                self.prefix,
+                subject::tenant_subject(subject, tenant)
+            ),
+            None => format!("{}{}", self.prefix, subject),
+        };
         let mut connection = self.connection.clone();
         let mut command = redis::cmd("PUBLISH");
         command.arg(&channel).arg(envelope);

@@ -21,6 +21,16 @@ pub struct Config {
     pub max_ws_conns: usize,
     /// Subjects and patterns one socket may hold (`WS_MAX_SUBSCRIPTIONS`).
     pub ws_max_subscriptions: usize,
+    /// Open WebSockets one user (token `sub`, per tenant) may hold (`WS_MAX_SOCKETS_PER_USER`).
+    pub ws_max_sockets_per_user: usize,
+    /// Open WebSockets one client IP may hold (`WS_MAX_SOCKETS_PER_IP`).
+    pub ws_max_sockets_per_ip: usize,
+    /// Distinct glob patterns (Redis PSUBSCRIBEs) this process holds at once (`WS_MAX_PATTERNS`):
+    /// Redis matches every pattern on every PUBLISH, so patterns cost every publisher.
+    pub ws_max_patterns: usize,
+    /// Bound of the Redis → dispatcher channel, in messages (`FANOUT_QUEUE`); past it messages
+    /// are dropped and counted (see `fanout`).
+    pub fanout_queue: usize,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     /// Synthetic users in `GET /api/users` (`USERS_COUNT`).
@@ -46,6 +56,10 @@ impl Config {
             ws_send_queue: env.bounded("WS_SEND_QUEUE", 1024, 1, 1_000_000)?,
             max_ws_conns: env.bounded("MAX_WS_CONNS", 50_000, 1, 10_000_000)?,
             ws_max_subscriptions: env.bounded("WS_MAX_SUBSCRIPTIONS", 64, 1, 10_000)?,
+            ws_max_sockets_per_user: env.bounded("WS_MAX_SOCKETS_PER_USER", 256, 1, 10_000_000)?,
+            ws_max_sockets_per_ip: env.bounded("WS_MAX_SOCKETS_PER_IP", 2048, 1, 10_000_000)?,
+            ws_max_patterns: env.bounded("WS_MAX_PATTERNS", 1024, 1, 1_000_000)?,
+            fanout_queue: env.bounded("FANOUT_QUEUE", 65_536, 1, 16_777_216)?,
             ws_ping_interval: Duration::from_secs(env.bounded("WS_PING_SECS", 25, 1, 3600)?),
             ws_idle_timeout: Duration::from_secs(env.bounded("WS_IDLE_SECS", 60, 1, 3600)?),
             users_count: env.bounded("USERS_COUNT", 100, 0, 100_000)?,

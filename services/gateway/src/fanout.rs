@@ -13,6 +13,20 @@
 //!   and `try_send`s a refcounted clone into each subscribed socket's queue. A full queue means a
 //!   slow consumer: the socket is kicked (closed with 1013 by its own task), never waited for.
 //!
+//! Bounds (issue 16): the Redis → dispatcher channel holds at most `FANOUT_QUEUE` messages. redis-rs
+//! hands pushes to a synchronous sender, so [`BoundedPushSender`] `try_send`s into it; when the
+//! dispatcher is that far behind, the policy is **drop the newest message and count it**
+//! (`gateway_fanout_dropped_total`): it was going to every subscriber of its subject, and waiting
+//! would only move the pile into Redis's output buffer for this connection (which Redis closes at
+//! its pubsub limit) or grow memory without end. A disconnection notice is never dropped: it goes
+//! by its own signal, so a full queue cannot stop the resubscription. Memory on this path is thus
+//! at most `FANOUT_QUEUE` messages plus, per socket, `WS_SEND_QUEUE` refcounted frames.
+//!
+//! Distinct patterns are capped per process (`WS_MAX_PATTERNS`): Redis matches every pattern on
+//! every PUBLISH, so each one costs every publisher of the stack. A pattern holds its slot from
+//! the moment a socket puts it in the table until the manager has PUNSUBSCRIBEd it, so Redis never
+//! holds more patterns from this process than the cap. Exact subjects do not count.
+//!
 //! What must not break: the dispatcher never awaits (one slow socket cannot stall the others), and
 //! nothing here opens a Redis connection per socket.
 
@@ -22,10 +36,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use metrics::{counter, describe_counter, describe_gauge, gauge};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use metrics::{Counter, counter, describe_counter, describe_gauge, gauge};
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::subject;
@@ -44,7 +58,72 @@ struct SocketTx {
     kick: CancellationToken,
 }
 
-type Topics = RwLock<HashMap<String, HashMap<SocketId, SocketTx>>>;
+/// Subject or pattern → its sockets, and the patterns holding a `WS_MAX_PATTERNS` slot (those in
+/// the table plus those Redis may still hold until the manager has unsubscribed them).
+#[derive(Default)]
+struct Table {
+    topics: HashMap<String, HashMap<SocketId, SocketTx>>,
+    patterns: HashSet<String>,
+}
+
+type Topics = RwLock<Table>;
+
+/// Why a socket could not be added to a subject or pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// A new pattern beyond `WS_MAX_PATTERNS` (the cap is given); nothing was registered.
+    TooManyPatterns(usize),
+    /// Registered, but Redis has not confirmed it (yet): the manager keeps retrying.
+    Unconfirmed(String),
+}
+
+/// The synchronous push sender redis-rs needs, on a bounded channel: past the bound a message is
+/// dropped and counted, never queued (see the module doc); a disconnection goes by `resync`.
+pub struct BoundedPushSender {
+    pushes: mpsc::Sender<PushInfo>,
+    resync: Arc<Notify>,
+    dropped: Counter,
+}
+
+impl BoundedPushSender {
+    pub fn new(pushes: mpsc::Sender<PushInfo>, resync: Arc<Notify>) -> Self {
+        Self {
+            pushes,
+            resync,
+            dropped: counter!("gateway_fanout_dropped_total"),
+        }
+    }
+}
+
+impl AsyncPushSender for BoundedPushSender {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        if info.kind == PushKind::Disconnection {
+            self.resync.notify_one();
+            return Ok(());
+        }
+        match self.pushes.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.increment(1);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError),
+        }
+    }
+}
+
+/// The hub's limits and timeouts (from `Config`).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// `WS_SEND_QUEUE`: frames one socket may have queued.
+    pub send_queue: usize,
+    /// `FANOUT_QUEUE`: messages between Redis and the dispatcher.
+    pub fanout_queue: usize,
+    /// `WS_MAX_PATTERNS`: distinct patterns per process.
+    pub max_patterns: usize,
+    /// `REDIS_TIMEOUT_MS`.
+    pub redis_timeout: Duration,
+}
 
 enum Command {
     /// Make Redis match the table for this subject; answer when done (or failed).
@@ -62,6 +141,7 @@ pub struct Hub {
     commands: mpsc::Sender<Command>,
     next_socket: AtomicU64,
     send_queue: usize,
+    max_patterns: usize,
     redis_timeout: Duration,
 }
 
@@ -90,7 +170,17 @@ fn describe_metrics() {
         "gateway_pubsub_undeliverable_total",
         "Redis messages dropped because their payload was not UTF-8 or their channel lacked the prefix."
     );
+    describe_counter!(
+        "gateway_fanout_dropped_total",
+        "Redis messages dropped because FANOUT_QUEUE messages were already waiting for the dispatcher."
+    );
+    describe_gauge!(
+        "gateway_pubsub_patterns",
+        "Distinct patterns holding a WS_MAX_PATTERNS slot in this process."
+    );
+    gauge!("gateway_pubsub_patterns").increment(0.0);
     common::metrics::register_counters(&[
+        ("gateway_fanout_dropped_total", &[]),
         ("gateway_pubsub_messages_in_total", &[]),
         ("gateway_pubsub_disconnects_total", &[]),
         ("gateway_pubsub_subscribe_errors_total", &[]),
@@ -106,10 +196,15 @@ impl Hub {
     pub fn start(
         redis_url: &str,
         prefix: String,
-        send_queue: usize,
-        redis_timeout: Duration,
+        config: HubConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
+        let HubConfig {
+            send_queue,
+            fanout_queue,
+            max_patterns,
+            redis_timeout,
+        } = config;
         describe_metrics();
         let info = redis_url.into_connection_info()?;
         let settings = info
@@ -117,11 +212,11 @@ impl Hub {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        // Unbounded because redis-rs requires a synchronous push sender; it holds only what the
-        // dispatcher has not yet handed to socket queues, and the dispatcher never awaits.
-        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        // Bounded: past FANOUT_QUEUE messages are dropped and counted (see the module doc).
+        let (push_tx, push_rx) = mpsc::channel::<PushInfo>(fanout_queue);
+        let resync = Arc::new(Notify::new());
         let manager_config = ConnectionManagerConfig::new()
-            .set_push_sender(push_tx)
+            .set_push_sender(BoundedPushSender::new(push_tx, resync.clone()))
             .set_automatic_resubscription()
             .set_connection_timeout(Some(redis_timeout))
             .set_response_timeout(Some(redis_timeout));
@@ -134,6 +229,7 @@ impl Hub {
             commands: commands.clone(),
             next_socket: AtomicU64::new(1),
             send_queue,
+            max_patterns,
             redis_timeout,
         });
         let manager = SubscriptionManager {
@@ -144,7 +240,9 @@ impl Hub {
             redis_timeout,
         };
         tokio::spawn(manager.run(command_rx, shutdown.clone()));
-        tokio::spawn(dispatch(push_rx, topics, prefix, commands, shutdown));
+        tokio::spawn(dispatch(
+            push_rx, resync, topics, prefix, commands, shutdown,
+        ));
         Ok(hub)
     }
 
@@ -183,7 +281,12 @@ impl Hub {
 
     /// Subjects and patterns with at least one socket (tests and `/api/metrics`).
     pub fn topic_count(&self) -> usize {
-        self.topics.read().map(|t| t.len()).unwrap_or(0)
+        self.topics.read().map(|t| t.topics.len()).unwrap_or(0)
+    }
+
+    /// Patterns holding a `WS_MAX_PATTERNS` slot.
+    pub fn pattern_count(&self) -> usize {
+        self.topics.read().map(|t| t.patterns.len()).unwrap_or(0)
     }
 }
 
@@ -208,20 +311,40 @@ impl Membership {
         self.subjects.contains(subject)
     }
 
-    /// Adds the socket to `subject`'s topic. Returns once Redis has confirmed the subscription,
-    /// or with `Err` when Redis could not (the subscription stays registered and the manager
-    /// keeps retrying, so delivery starts when Redis is back).
-    pub async fn subscribe(&mut self, subject: &str) -> Result<(), String> {
-        if !self.subjects.insert(subject.to_string()) {
+    /// Adds the socket to `subject`'s topic (a name already mapped by
+    /// `subject::scope_subscription`). Returns once Redis has confirmed the subscription;
+    /// `TooManyPatterns` when it is a new pattern beyond `WS_MAX_PATTERNS` (nothing registered);
+    /// `Unconfirmed` when Redis could not confirm (the subscription stays registered and the
+    /// manager keeps retrying, so delivery starts when Redis is back).
+    pub async fn subscribe(&mut self, subject: &str) -> Result<(), SubscribeError> {
+        if self.subjects.contains(subject) {
             return Ok(());
         }
-        if let Ok(mut topics) = self.hub.topics.write() {
-            topics
+        {
+            let Ok(mut table) = self.hub.topics.write() else {
+                return Err(SubscribeError::Unconfirmed(
+                    "the topic table is poisoned".into(),
+                ));
+            };
+            let new_pattern = subject::is_pattern(subject) && !table.patterns.contains(subject);
+            if new_pattern {
+                if table.patterns.len() >= self.hub.max_patterns {
+                    return Err(SubscribeError::TooManyPatterns(self.hub.max_patterns));
+                }
+                table.patterns.insert(subject.to_string());
+                gauge!("gateway_pubsub_patterns").set(table.patterns.len() as f64);
+            }
+            table
+                .topics
                 .entry(subject.to_string())
                 .or_default()
                 .insert(self.id, self.tx.clone());
         }
-        self.hub.sync(subject.to_string()).await
+        self.subjects.insert(subject.to_string());
+        self.hub
+            .sync(subject.to_string())
+            .await
+            .map_err(SubscribeError::Unconfirmed)
     }
 
     /// Removes the socket from `subject`; false when it was not subscribed.
@@ -238,15 +361,15 @@ impl Membership {
 
     /// Removes this socket from the topic; true when the topic became empty.
     fn remove_from_topic(&self, subject: &str) -> bool {
-        let Ok(mut topics) = self.hub.topics.write() else {
+        let Ok(mut table) = self.hub.topics.write() else {
             return false;
         };
-        let Some(sockets) = topics.get_mut(subject) else {
+        let Some(sockets) = table.topics.get_mut(subject) else {
             return false;
         };
         sockets.remove(&self.id);
         if sockets.is_empty() {
-            topics.remove(subject);
+            table.topics.remove(subject);
             true
         } else {
             false
@@ -311,6 +434,7 @@ impl SubscriptionManager {
                     Some(Command::Resync) => {
                         counter!("gateway_pubsub_disconnects_total").increment(1);
                         self.active.clear();
+                        self.release_patterns(None);
                         self.publish_gauge();
                         backoff = RESYNC_MIN_BACKOFF;
                         resync_due = Some(tokio::time::Instant::now());
@@ -333,8 +457,27 @@ impl SubscriptionManager {
     fn wanted(&self, subject: &str) -> bool {
         self.topics
             .read()
-            .map(|t| t.contains_key(subject))
+            .map(|t| t.topics.contains_key(subject))
             .unwrap_or(false)
+    }
+
+    /// Frees the `WS_MAX_PATTERNS` slot of `subject` (of every pattern with `None`) when no socket
+    /// wants it and Redis no longer holds it. Checked under the table's lock, so a socket taking
+    /// the pattern meanwhile keeps its slot.
+    fn release_patterns(&self, subject: Option<&str>) {
+        let Ok(mut table) = self.topics.write() else {
+            return;
+        };
+        let Table { topics, patterns } = &mut *table;
+        match subject {
+            Some(subject) => {
+                if !topics.contains_key(subject) && !self.active.contains(subject) {
+                    patterns.remove(subject);
+                }
+            }
+            None => patterns.retain(|p| topics.contains_key(p) || self.active.contains(p)),
+        }
+        gauge!("gateway_pubsub_patterns").set(patterns.len() as f64);
     }
 
     /// Makes Redis hold `subject` exactly when some socket wants it.
@@ -342,6 +485,9 @@ impl SubscriptionManager {
         let wanted = self.wanted(subject);
         let active = self.active.contains(subject);
         if wanted == active {
+            if !wanted && subject::is_pattern(subject) {
+                self.release_patterns(Some(subject));
+            }
             return Ok(());
         }
         let channel = format!("{}{}", self.prefix, subject);
@@ -378,13 +524,16 @@ impl SubscriptionManager {
             }
         }
         self.publish_gauge();
+        if pattern {
+            self.release_patterns(Some(subject));
+        }
         outcome
     }
 
     /// Subscribes everything wanted and not active; true when nothing is left to do.
     async fn resync(&mut self) -> bool {
         let wanted: Vec<String> = match self.topics.read() {
-            Ok(topics) => topics.keys().cloned().collect(),
+            Ok(table) => table.topics.keys().cloned().collect(),
             Err(_) => return true,
         };
         self.active.retain(|s| wanted.contains(s));
@@ -405,7 +554,8 @@ impl SubscriptionManager {
 
 /// Hands every Redis message to the sockets of its subject or pattern.
 async fn dispatch(
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    mut pushes: mpsc::Receiver<PushInfo>,
+    resync: Arc<Notify>,
     topics: Arc<Topics>,
     prefix: String,
     commands: mpsc::Sender<Command>,
@@ -417,6 +567,11 @@ async fn dispatch(
     loop {
         let push = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = resync.notified() => {
+                tracing::warn!("redis subscriber connection dropped; resubscribing");
+                let _ = commands.send(Command::Resync).await;
+                continue;
+            }
             push = pushes.recv() => match push {
                 Some(push) => push,
                 None => return,
@@ -435,11 +590,6 @@ async fn dispatch(
                     Value::BulkString(payload),
                 ],
             ) => (std::mem::take(pattern), std::mem::take(payload)),
-            (PushKind::Disconnection, _) => {
-                tracing::warn!("redis subscriber connection dropped; resubscribing");
-                let _ = commands.send(Command::Resync).await;
-                continue;
-            }
             _ => continue,
         };
         messages_in.increment(1);
@@ -457,8 +607,8 @@ async fn dispatch(
         let frame = Utf8Bytes::from(text);
         let mut closed = Vec::new();
         let mut not_queued = 0u64;
-        if let Ok(topics) = topics.read() {
-            let Some(sockets) = topics.get(subject) else {
+        if let Ok(table) = topics.read() {
+            let Some(sockets) = table.topics.get(subject) else {
                 continue;
             };
             for (id, socket) in sockets {
@@ -480,19 +630,71 @@ async fn dispatch(
         }
         // A socket task that ended without dropping its membership (it panicked) is removed here.
         if !closed.is_empty()
-            && let Ok(mut topics) = topics.write()
-            && let Some(sockets) = topics.get_mut(subject)
+            && let Ok(mut table) = topics.write()
+            && let Some(sockets) = table.topics.get_mut(subject)
         {
             for id in &closed {
                 sockets.remove(id);
             }
             if sockets.is_empty() {
-                topics.remove(subject);
+                table.topics.remove(subject);
                 let _ = commands.try_send(Command::Sync {
                     subject: subject.to_string(),
                     done: None,
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(b"chan".to_vec()),
+                Value::BulkString(vec![n]),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_push_sender_drops_past_its_bound_and_never_loses_a_disconnection() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let resync = Arc::new(Notify::new());
+        let sender = BoundedPushSender::new(tx, resync.clone());
+        for n in 0..10 {
+            assert!(AsyncPushSender::send(&sender, message(n)).is_ok());
+        }
+        // The queue is full; the disconnection still gets through.
+        assert!(
+            AsyncPushSender::send(
+                &sender,
+                PushInfo {
+                    kind: PushKind::Disconnection,
+                    data: vec![],
+                }
+            )
+            .is_ok()
+        );
+        tokio::time::timeout(Duration::from_secs(1), resync.notified())
+            .await
+            .expect("the disconnection is signalled");
+        let mut kept = Vec::new();
+        while let Ok(push) = rx.try_recv() {
+            kept.push(push.data[1].clone());
+        }
+        assert_eq!(
+            kept,
+            (0..4)
+                .map(|n| Value::BulkString(vec![n]))
+                .collect::<Vec<_>>(),
+            "the first FANOUT_QUEUE messages are kept, the rest dropped"
+        );
+        drop(rx);
+        assert!(AsyncPushSender::send(&sender, message(0)).is_err());
     }
 }

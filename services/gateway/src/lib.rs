@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod fanout;
+pub mod limits;
 pub mod routes;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub use common::subject;
 
 use common::publisher::Publisher;
 pub use config::Config;
-use fanout::Hub;
+use fanout::{Hub, HubConfig};
+use limits::SocketLimits;
 use routes::s3::User;
 
 /// Everything a handler may need. axum clones the state for every request, so handlers share it
@@ -54,6 +56,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// One permit per open WebSocket (`MAX_WS_CONNS`).
     pub ws_slots: Arc<Semaphore>,
+    /// Open WebSockets per user and per client IP (`WS_MAX_SOCKETS_PER_USER`, `_PER_IP`).
+    pub socket_limits: Arc<SocketLimits>,
     pub users: Arc<Vec<User>>,
     /// The messages service, behind the proxied channel routes.
     pub upstream: routes::proxy::Upstream,
@@ -124,12 +128,18 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let hub = Hub::start(
         &config.redis_url,
         config.pubsub_prefix.clone(),
-        config.ws_send_queue,
-        config.redis_timeout,
+        HubConfig {
+            send_queue: config.ws_send_queue,
+            fanout_queue: config.fanout_queue,
+            max_patterns: config.ws_max_patterns,
+            redis_timeout: config.redis_timeout,
+        },
         shutdown.token.clone(),
     )?;
+    // What clients post through the publish routes: `"origin":"client"` in every envelope.
     let publisher = Publisher::new(
         "gateway",
+        "client",
         &config.redis_url,
         config.pubsub_prefix.clone(),
         config.redis_timeout,
@@ -140,6 +150,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         publisher,
         admission: Admission::new(config.admission),
         ws_slots: Arc::new(Semaphore::new(config.max_ws_conns)),
+        socket_limits: SocketLimits::new(
+            config.ws_max_sockets_per_user,
+            config.ws_max_sockets_per_ip,
+        ),
         users: Arc::new(routes::s3::synthetic_users(config.users_count)),
         upstream: routes::proxy::Upstream::new(&config.messages_url, config.upstream_timeout)?,
         shutdown: shutdown.clone(),

@@ -13,36 +13,49 @@ async fn publish(gw: &testkit::TestGateway, subject: &str, data: Value) -> reqwe
         .await
 }
 
+/// What a service does for its reserved namespaces (`channel.…`): PUBLISH straight to Redis.
+async fn publish_as_service(gw: &testkit::TestGateway, subject: &str, envelope: Value) {
+    let mut redis = testkit::redis_connection(REDIS_URL).await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}{subject}", gw.prefix))
+        .arg(envelope.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn published_event_reaches_exact_and_pattern_subscribers() {
     let gw = spawn_gateway(&[]).await;
     let tok = token("sub-1");
-    let mut exact = WsClient::connect(&gw.ws_url("/api/v1/ws?subscribe=call.answered"), Some(&tok))
+    let mut exact = WsClient::connect(&gw.ws_url("/api/v1/ws?subscribe=room.answered"), Some(&tok))
         .await
         .unwrap();
     let mut pattern = WsClient::connect(
-        &gw.ws_url(&format!("/api/v1/ws?subscribe=call.*&access_token={tok}")),
+        &gw.ws_url(&format!("/api/v1/ws?subscribe=room.*&access_token={tok}")),
         None,
     )
     .await
     .unwrap();
 
-    let response = publish(&gw, "call.answered", json!({"call_id": "c-1", "n": [1, 2]})).await;
+    let response = publish(&gw, "room.answered", json!({"call_id": "c-1", "n": [1, 2]})).await;
     assert_eq!(response.status(), 202);
     let accepted: Value = response.json().await.unwrap();
-    assert_eq!(accepted["subject"], "call.answered");
+    assert_eq!(accepted["subject"], "room.answered");
 
     for client in [&mut exact, &mut pattern] {
         let envelope = client.next_json(WAIT).await;
         assert_eq!(envelope["id"], accepted["id"]);
-        assert_eq!(envelope["subject"], "call.answered");
+        assert_eq!(envelope["subject"], "room.answered");
         assert_eq!(envelope["sub"], "publisher-1");
+        assert_eq!(envelope["origin"], "client");
+        assert!(envelope.get("tenant").is_none());
         assert_eq!(envelope["data"], json!({"call_id": "c-1", "n": [1, 2]}));
         assert!(envelope["ts"].as_u64().unwrap() > 1_700_000_000_000);
     }
     // A subject the exact socket does not hold reaches only the pattern.
-    assert_eq!(publish(&gw, "call.ringing", json!(1)).await.status(), 202);
-    assert_eq!(pattern.next_json(WAIT).await["subject"], "call.ringing");
+    assert_eq!(publish(&gw, "room.ringing", json!(1)).await.status(), 202);
+    assert_eq!(pattern.next_json(WAIT).await["subject"], "room.ringing");
     exact.expect_silence(Duration::from_millis(300)).await;
     gw.stop().await.unwrap();
 }
@@ -155,12 +168,19 @@ async fn channel_stream_delivers_channel_subject() {
     )
     .await
     .unwrap();
+    // Clients cannot publish on channel.… (reserved); the messages service does, on Redis.
     assert_eq!(
         publish(&gw, "channel.general-1", json!({"body": "hi"}))
             .await
             .status(),
-        202
+        403
     );
+    publish_as_service(
+        &gw,
+        "channel.general-1",
+        json!({"subject": "channel.general-1", "origin": "messages", "data": {"body": "hi"}}),
+    )
+    .await;
     let envelope = client.next_json(WAIT).await;
     assert_eq!(envelope["subject"], "channel.general-1");
     assert_eq!(envelope["data"]["body"], "hi");
@@ -211,7 +231,8 @@ async fn s0_script_behaviour_receives_every_event() {
             assert_eq!(payload["seq"], seq, "every event, in order");
         }
     }
-    // The hello frames were ignored: no error frames, sockets still open.
+    // The hello frames were ignored: no error frames, sockets still open. Channel subjects are
+    // the messages service's: refused on /publish, delivered when it publishes them.
     let response = client
         .post(gw.url("/publish?channel=unused&subject=channel.lobby"))
         .bearer_auth(&tok)
@@ -220,7 +241,13 @@ async fn s0_script_behaviour_receives_every_event() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(response.status(), 403);
+    publish_as_service(
+        &gw,
+        "channel.lobby",
+        json!({"subject": "channel.lobby", "data": {"payload": "x"}}),
+    )
+    .await;
     assert_eq!(channel_ws.next_json(WAIT).await["data"]["payload"], "x");
     // Text bodies are published as JSON strings; the default subject is storm.events.
     let response = client

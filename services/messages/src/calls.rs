@@ -52,7 +52,8 @@ impl CallState {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// The pub/sub subject an event entering this state is published on: `call.initiated`, ….
+    /// The subject of an event entering this state, as clients see it: `call.initiated`, …. On
+    /// Redis it goes out under its tenant: `call.{tenant}.initiated` (`subject::tenant_subject`).
     pub fn subject(self) -> String {
         format!("call.{}", self.as_str().to_ascii_lowercase())
     }

@@ -58,7 +58,24 @@ impl Shared {
     /// Publishes a stored record. The record is already committed, so a Redis failure costs
     /// only its live delivery: counted and logged, not the request's failure.
     pub async fn publish<T: Serialize>(&self, subject: &str, publisher: &str, data: &T) {
-        if let Err(e) = self.publisher.publish_value(subject, publisher, data).await {
+        self.publish_for_tenant(subject, None, publisher, data)
+            .await
+    }
+
+    /// [`Shared::publish`] for a tenant's event: out on the tenant's Redis subject
+    /// (`call.{state}` → `call.{tenant}.{state}`), the envelope carrying `"tenant"`.
+    pub async fn publish_for_tenant<T: Serialize>(
+        &self,
+        subject: &str,
+        tenant: Option<uuid::Uuid>,
+        publisher: &str,
+        data: &T,
+    ) {
+        if let Err(e) = self
+            .publisher
+            .publish_value(subject, tenant, publisher, data)
+            .await
+        {
             counter!("messages_live_delivery_lost_total").increment(1);
             tracing::warn!(subject, error = %e, "stored but not published");
         }
@@ -117,6 +134,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let shutdown = Shutdown::new();
     let pool = db::connect_watched(&config.db, &shutdown).await?;
     let publisher = Publisher::new(
+        "messages",
         "messages",
         &config.redis_url,
         config.pubsub_prefix.clone(),

@@ -203,6 +203,24 @@ async fn state_changes_are_published_on_call_subjects() {
     )
     .await
     .unwrap();
+    // Another tenant's `call.*` socket hears none of it.
+    let other = tenant_token("agent", Uuid::new_v4());
+    let mut other_ws = WsClient::connect(
+        &gateway.ws_url(&format!("/api/v1/ws?subscribe=call.*&access_token={other}")),
+        None,
+    )
+    .await
+    .unwrap();
+    // On Redis the events travel on the tenant's subjects.
+    let mut redis = redis::Client::open(testkit::REDIS_URL)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    redis
+        .psubscribe(format!("{prefix}call.{tenant}.*"))
+        .await
+        .unwrap();
     let id = call_in_state(&app, &client, &token, &path_to(CallState::Completed)).await;
     for (state, previous) in [
         ("INITIATED", Value::Null),
@@ -220,8 +238,25 @@ async fn state_changes_are_published_on_call_subjects() {
         assert_eq!(envelope["data"]["previous_state"], previous);
         assert_eq!(envelope["data"]["tenant_id"], tenant.to_string());
         assert_eq!(envelope["data"]["from"], "+15550001");
+        assert_eq!(envelope["tenant"], tenant.to_string());
+        assert_eq!(envelope["origin"], "messages");
         assert!(envelope["ts"].as_u64().is_some());
     }
+    {
+        use futures_util::StreamExt;
+        let mut messages = redis.on_message();
+        for state in ["initiated", "ringing", "answered", "completed"] {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("the event reached Redis")
+                .unwrap();
+            assert_eq!(
+                message.get_channel_name(),
+                format!("{prefix}call.{tenant}.{state}")
+            );
+        }
+    }
+    other_ws.expect_silence(Duration::from_millis(300)).await;
     // A repeat changes nothing and publishes nothing.
     assert_eq!(
         event(&app, &client, &token, moved(&id, "COMPLETED"))

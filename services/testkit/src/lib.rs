@@ -214,7 +214,18 @@ fn start(app: Application, settings: HashMap<String, String>) -> TestApp {
 
 /// Spawns a gateway with the test defaults, overridden by `vars`.
 pub async fn spawn_gateway(vars: &[(&str, &str)]) -> TestGateway {
-    let settings = settings(vars);
+    // Tests open hundreds of sockets as one user from one IP: the per-user and per-IP caps are
+    // raised unless a test sets them (as the benchmark scripts raise them).
+    let mut vars = vars.to_vec();
+    for (name, value) in [
+        ("WS_MAX_SOCKETS_PER_USER", "100000"),
+        ("WS_MAX_SOCKETS_PER_IP", "100000"),
+    ] {
+        if !vars.iter().any(|(k, _)| *k == name) {
+            vars.push((name, value));
+        }
+    }
+    let settings = settings(&vars);
     let config = gateway::Config::from_lookup(&Lookup::from_map(settings.clone()))
         .expect("test config is valid");
     let app = gateway::build(config).await.expect("gateway builds");

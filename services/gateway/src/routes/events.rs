@@ -1,5 +1,10 @@
 //! Publishing: `POST /api/v1/events/{subject}` (the documented API) and the S0 source's
 //! `POST /publish?subject=` (drop-in for its k6 script). Both need a JWT and answer 202.
+//!
+//! The service namespaces `call.` and `channel.` (and the bare `call`, `channel`) are reserved:
+//! only the messages service publishes there, so both routes answer 403 `forbidden` naming the
+//! namespace. Every envelope published here says `"origin":"client"`
+//! (set by the gateway's `Publisher`, never taken from the request).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -33,6 +38,17 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// Refuses subjects of the reserved namespaces with 403 naming the namespace.
+fn check_client_subject(subject: &str) -> Result<(), ApiError> {
+    subject::check_publish(subject).map_err(ApiError::bad_request)?;
+    match subject::reserved_namespace(subject) {
+        Some(namespace) => Err(ApiError::forbidden(format!(
+            "subject {subject:?} is in the reserved namespace `{namespace}.`: only the stack's services publish there"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Parses the body as one JSON value, keeping its text; 400 says where it broke.
 pub fn parse_json_body(body: &Bytes) -> Result<&RawValue, ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| {
@@ -53,7 +69,7 @@ pub async fn publish_v1(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    subject::check_publish(&subject).map_err(ApiError::bad_request)?;
+    check_client_subject(&subject)?;
     let body = body?;
     if !is_json(&headers) {
         return Err(ApiError::unsupported_media_type(
@@ -63,7 +79,7 @@ pub async fn publish_v1(
     let data = parse_json_body(&body)?;
     let accepted = state
         .publisher
-        .publish(&subject, user.subject(), data)
+        .publish(&subject, None, user.subject(), data)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
@@ -85,13 +101,13 @@ pub async fn publish_s0(
         .subject
         .as_deref()
         .unwrap_or(subject::DEFAULT_SUBJECT);
-    subject::check_publish(subject).map_err(ApiError::bad_request)?;
+    check_client_subject(subject)?;
     let body = body?;
     let accepted = if is_json(&headers) {
         let data = parse_json_body(&body)?;
         state
             .publisher
-            .publish(subject, user.subject(), data)
+            .publish(subject, None, user.subject(), data)
             .await?
     } else {
         let text = std::str::from_utf8(&body).map_err(|e| {
@@ -103,7 +119,7 @@ pub async fn publish_s0(
         let as_string = serde_json::value::to_raw_value(text).map_err(ApiError::internal)?;
         state
             .publisher
-            .publish(subject, user.subject(), &as_string)
+            .publish(subject, None, user.subject(), &as_string)
             .await?
     };
     Ok((StatusCode::ACCEPTED, Json(accepted)))

@@ -8,13 +8,32 @@
 //! and closes with 1013 when the hub kicks it as a slow consumer, 1001 on shutdown or when the
 //! peer has been silent for `WS_IDLE_SECS`. Every write is raced against those signals, so a peer
 //! that stopped reading can never pin the task.
+//!
+//! Isolation (SPEC "Isolation and safe defaults"): every subscription — the upgrade's subjects and
+//! each subscribe/unsubscribe op — is mapped by `subject::scope_subscription` with the token's
+//! tenant before it reaches the hub, so `call.*` holds `call.{tenant}.*` and nothing else can hear
+//! another tenant's calls. What the socket and the hub hold is the mapped name; acks echo the
+//! client's own. Refused upgrades answer in the error envelope:
+//! - 400 `bad_request`: an invalid or wildcard-only subscription (`*`, `*.*`, `?*`, `[a-z]*`);
+//! - 403 `forbidden`: a `call.` subscription without a tenant in the token, or a pattern that could
+//!   match call events (`*.initiated`, `c*`, `[c]all.*`);
+//! - **429 `too_many_requests`**: the user already holds `WS_MAX_SOCKETS_PER_USER` sockets, the
+//!   client IP `WS_MAX_SOCKETS_PER_IP`, or a new pattern would exceed the process's
+//!   `WS_MAX_PATTERNS` (exact subjects do not count);
+//! - 503 `overloaded`: `MAX_WS_CONNS` sockets are open.
+//!
+//! Ops get the same refusals as an error frame `{"op":"error","code":…,"message":…}` (`code`
+//! `bad_request`, `forbidden` or `too_many_patterns`); the socket stays open. Every refusal is
+//! counted in `gateway_ws_refusals_total{reason}`.
 
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -24,12 +43,47 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use common::ApiError;
-use common::auth::AuthUser;
+use common::auth::WsUser;
 use common::error::{Path, Query};
 
 use crate::AppState;
-use crate::fanout::Membership;
-use crate::subject;
+use crate::fanout::{Membership, SubscribeError};
+use crate::limits::{CapRefusal, SocketLease};
+use crate::subject::{self, Refusal};
+
+/// The `reason` labels of `gateway_ws_refusals_total`.
+const REFUSAL_REASONS: [&str; 6] = [
+    "per_user",
+    "per_ip",
+    "patterns",
+    "wildcard_only",
+    "needs_tenant",
+    "cross_tenant",
+];
+
+fn count_refusal(reason: &'static str) {
+    counter!("gateway_ws_refusals_total", "reason" => reason).increment(1);
+}
+
+/// Maps one subscription through `scope_subscription`, counting a refusal (invalid input is not
+/// a refusal of the isolation rules and is not counted).
+fn scoped(subject: &str, tenant: Option<uuid::Uuid>) -> Result<String, Refusal> {
+    subject::scope_subscription(subject, tenant).inspect_err(|refusal| {
+        if !matches!(refusal, Refusal::Invalid(_)) {
+            count_refusal(refusal.reason());
+        }
+    })
+}
+
+fn too_many_requests(message: String) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+}
+
+fn too_many_patterns_message(cap: usize) -> String {
+    format!(
+        "this gateway already holds {cap} distinct patterns (WS_MAX_PATTERNS); subscribe to an exact subject or a pattern already in use"
+    )
+}
 
 /// Close codes (RFC 6455 §7.4.1).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -77,6 +131,16 @@ pub fn describe_metrics() {
         ("gateway_ws_idle_closes_total", &[]),
         ("gateway_ws_rejected_total", &[]),
     ]);
+    describe_counter!(
+        "gateway_ws_refusals_total",
+        "WebSocket upgrades and subscribe ops refused by reason: per_user / per_ip \
+         (WS_MAX_SOCKETS_PER_USER / _PER_IP), patterns (WS_MAX_PATTERNS), wildcard_only, \
+         needs_tenant (a call subscription without a tenant), cross_tenant (a pattern that could \
+         match call events)."
+    );
+    for reason in REFUSAL_REASONS {
+        counter!("gateway_ws_refusals_total", "reason" => reason).increment(0);
+    }
     // Exported (at 0) before the first socket too; `increment(0)` leaves a live count alone.
     gauge!("gateway_ws_connections").increment(0.0);
 }
@@ -99,9 +163,12 @@ pub struct S0Params {
     channel_id: Option<String>,
 }
 
+/// `GET /api/v1/ws?subscribe=a,b.*`: refusals as in the module doc (400, 403, 429 for the
+/// per-user, per-IP and pattern caps, 503 for `MAX_WS_CONNS`).
 pub async fn subscribe_v1(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: WsUser,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(params): Query<V1Params>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -114,25 +181,38 @@ pub async fn subscribe_v1(
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    for s in &subjects {
-        subject::check_subscribe(s).map_err(ApiError::bad_request)?;
+    if subjects.len() > state.config.ws_max_subscriptions {
+        return Err(ApiError::bad_request(format!(
+            "at most {} subjects per socket",
+            state.config.ws_max_subscriptions
+        )));
     }
-    open(state, upgrade, subjects, Dialect::V1).await
+    let tenant = user.0.tenant;
+    let scoped_subjects = subjects
+        .iter()
+        .map(|s| scoped(s, tenant))
+        .collect::<Result<Vec<_>, _>>()?;
+    open(state, upgrade, &user, remote, scoped_subjects, Dialect::V1).await
 }
 
+/// `GET /api/v1/channels/{id}/ws`: the channel's stream (refusals as `subscribe_v1`).
 pub async fn channel_stream(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: WsUser,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(channel_id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let subject = subject::channel_subject(&channel_id).map_err(ApiError::bad_request)?;
-    open(state, upgrade, vec![subject], Dialect::V1).await
+    let subject = scoped(&subject, user.0.tenant)?;
+    open(state, upgrade, &user, remote, vec![subject], Dialect::V1).await
 }
 
+/// The S0 source's `GET /ws?subject=…|channel_id=…` (refusals as `subscribe_v1`).
 pub async fn subscribe_s0(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: WsUser,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(params): Query<S0Params>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -140,19 +220,20 @@ pub async fn subscribe_s0(
         (Some(channel_id), _) => {
             subject::channel_subject(channel_id).map_err(ApiError::bad_request)?
         }
-        (None, Some(s)) => {
-            subject::check_subscribe(s).map_err(ApiError::bad_request)?;
-            s.to_string()
-        }
+        (None, Some(s)) => s.to_string(),
         (None, None) => subject::DEFAULT_SUBJECT.to_string(),
     };
-    open(state, upgrade, vec![subject], Dialect::S0).await
+    let subject = scoped(&subject, user.0.tenant)?;
+    open(state, upgrade, &user, remote, vec![subject], Dialect::S0).await
 }
 
-/// Reserves a connection slot, subscribes, then upgrades.
+/// Takes the user's and the IP's socket slots, reserves a connection slot, subscribes (the
+/// subjects are already mapped), then upgrades.
 async fn open(
     state: AppState,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    user: &WsUser,
+    remote: SocketAddr,
     subjects: Vec<String>,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
@@ -169,6 +250,23 @@ async fn open(
             state.config.ws_max_subscriptions
         )));
     }
+    let lease = state
+        .socket_limits
+        .acquire((user.0.tenant, user.subject().to_string()), remote.ip())
+        .map_err(|refusal| match refusal {
+            CapRefusal::PerUser(cap) => {
+                count_refusal("per_user");
+                too_many_requests(format!(
+                    "this user already has {cap} WebSockets open (WS_MAX_SOCKETS_PER_USER)"
+                ))
+            }
+            CapRefusal::PerIp(cap) => {
+                count_refusal("per_ip");
+                too_many_requests(format!(
+                    "this client address already has {cap} WebSockets open (WS_MAX_SOCKETS_PER_IP)"
+                ))
+            }
+        })?;
     let Ok(slot) = state.ws_slots.clone().try_acquire_owned() else {
         counter!("gateway_ws_rejected_total").increment(1);
         return Err(ApiError::overloaded(format!(
@@ -178,13 +276,21 @@ async fn open(
     };
     let (mut membership, frames, kick) = state.hub.join();
     for s in &subjects {
-        if let Err(e) = membership.subscribe(s).await {
-            // Registered anyway: the hub resubscribes when Redis is back.
-            tracing::warn!(subject = %s, error = %e, "subscription not confirmed by redis");
+        match membership.subscribe(s).await {
+            Ok(()) => {}
+            Err(SubscribeError::TooManyPatterns(cap)) => {
+                count_refusal("patterns");
+                return Err(too_many_requests(too_many_patterns_message(cap)));
+            }
+            Err(SubscribeError::Unconfirmed(e)) => {
+                // Registered anyway: the hub resubscribes when Redis is back.
+                tracing::warn!(subject = %s, error = %e, "subscription not confirmed by redis");
+            }
         }
     }
     let socket = SocketTask {
         membership,
+        tenant: user.0.tenant,
         frames,
         kick,
         shutdown: state.shutdown.token.clone(),
@@ -193,6 +299,7 @@ async fn open(
         ping_interval: state.config.ws_ping_interval,
         idle_timeout: state.config.ws_idle_timeout,
         _slot: OpenSocket::new(slot),
+        _lease: lease,
     };
     let tasks = state.shutdown.tasks.clone();
     Ok(upgrade
@@ -234,8 +341,23 @@ enum ClientOp {
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum ServerOp<'a> {
-    Ack { subject: &'a str },
-    Error { message: &'a str },
+    Ack {
+        subject: &'a str,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'a str>,
+        message: &'a str,
+    },
+}
+
+impl<'a> ServerOp<'a> {
+    fn error(message: &'a str) -> Self {
+        ServerOp::Error {
+            code: None,
+            message,
+        }
+    }
 }
 
 /// Why the socket stops.
@@ -247,6 +369,8 @@ enum Stop {
 
 struct SocketTask {
     membership: Membership,
+    /// The token's tenant: what `call.` subscriptions are scoped to.
+    tenant: Option<uuid::Uuid>,
     frames: mpsc::Receiver<Utf8Bytes>,
     kick: CancellationToken,
     shutdown: CancellationToken,
@@ -255,6 +379,7 @@ struct SocketTask {
     ping_interval: Duration,
     idle_timeout: Duration,
     _slot: OpenSocket,
+    _lease: SocketLease,
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -303,7 +428,7 @@ impl SocketTask {
                             }
                         }
                         Some(Ok(Message::Binary(_))) if self.dialect == Dialect::V1 => {
-                            let reply = reply(ServerOp::Error { message: "binary frames are not supported; send JSON text" });
+                            let reply = reply(ServerOp::error("binary frames are not supported; send JSON text"));
                             if let Err(stop) = send_guarded(&mut sink, Message::Text(reply), stopped.as_mut()).await {
                                 break stop;
                             }
@@ -359,58 +484,74 @@ impl SocketTask {
             Ok(value) => value,
             Err(_) if self.dialect == Dialect::S0 => return None,
             Err(e) => {
-                return Some(reply(ServerOp::Error {
-                    message: &format!("malformed JSON: {e}"),
-                }));
+                return Some(reply(ServerOp::error(&format!("malformed JSON: {e}"))));
             }
         };
         if value.get("op").is_none() {
             return match self.dialect {
                 Dialect::S0 => None,
-                Dialect::V1 => Some(reply(ServerOp::Error {
-                    message: r#"expected {"op":"subscribe"|"unsubscribe","subject":"…"}"#,
-                })),
+                Dialect::V1 => Some(reply(ServerOp::error(
+                    r#"expected {"op":"subscribe"|"unsubscribe","subject":"…"}"#,
+                ))),
             };
         }
         let op = match serde_json::from_value::<ClientOp>(value) {
             Ok(op) => op,
             Err(e) => {
-                return Some(reply(ServerOp::Error {
-                    message: &format!("bad op: {e}"),
-                }));
+                return Some(reply(ServerOp::error(&format!("bad op: {e}"))));
             }
         };
         Some(match op {
-            ClientOp::Subscribe { subject } => {
-                if let Err(e) = subject::check_subscribe(&subject) {
-                    reply(ServerOp::Error { message: &e })
-                } else if !self.membership.contains(&subject)
-                    && self.membership.len() >= self.max_subscriptions
-                {
-                    reply(ServerOp::Error {
-                        message: &format!(
-                            "at most {} subscriptions per socket",
-                            self.max_subscriptions
-                        ),
-                    })
-                } else {
-                    if let Err(e) = self.membership.subscribe(&subject).await {
-                        tracing::warn!(subject, error = %e, "subscription not confirmed by redis");
-                    }
+            ClientOp::Subscribe { subject } => self.subscribe_op(&subject).await,
+            ClientOp::Unsubscribe { subject } => match scoped(&subject, self.tenant) {
+                Err(refusal) => refusal_frame(&refusal),
+                Ok(mapped) if self.membership.unsubscribe(&mapped).await => {
                     reply(ServerOp::Ack { subject: &subject })
                 }
-            }
-            ClientOp::Unsubscribe { subject } => {
-                if self.membership.unsubscribe(&subject).await {
-                    reply(ServerOp::Ack { subject: &subject })
-                } else {
-                    reply(ServerOp::Error {
-                        message: &format!("not subscribed to {subject:?}"),
-                    })
-                }
-            }
+                Ok(_) => reply(ServerOp::error(&format!("not subscribed to {subject:?}"))),
+            },
         })
     }
+
+    /// A subscribe op: mapped like the upgrade's subjects; the ack echoes the client's name.
+    async fn subscribe_op(&mut self, subject: &str) -> Utf8Bytes {
+        let mapped = match scoped(subject, self.tenant) {
+            Ok(mapped) => mapped,
+            Err(refusal) => return refusal_frame(&refusal),
+        };
+        if !self.membership.contains(&mapped) && self.membership.len() >= self.max_subscriptions {
+            return reply(ServerOp::error(&format!(
+                "at most {} subscriptions per socket",
+                self.max_subscriptions
+            )));
+        }
+        match self.membership.subscribe(&mapped).await {
+            Ok(()) => {}
+            Err(SubscribeError::TooManyPatterns(cap)) => {
+                count_refusal("patterns");
+                return reply(ServerOp::Error {
+                    code: Some("too_many_patterns"),
+                    message: &too_many_patterns_message(cap),
+                });
+            }
+            Err(SubscribeError::Unconfirmed(e)) => {
+                tracing::warn!(subject, error = %e, "subscription not confirmed by redis");
+            }
+        }
+        reply(ServerOp::Ack { subject })
+    }
+}
+
+/// The error frame of a refused subscription: `code` as the upgrade's status would say.
+fn refusal_frame(refusal: &Refusal) -> Utf8Bytes {
+    let code = match refusal {
+        Refusal::Invalid(_) | Refusal::WildcardOnly(_) => "bad_request",
+        Refusal::NeedsTenant(_) | Refusal::CrossTenant(_) => "forbidden",
+    };
+    reply(ServerOp::Error {
+        code: Some(code),
+        message: refusal.message(),
+    })
 }
 
 fn reply(op: ServerOp<'_>) -> Utf8Bytes {

@@ -1,5 +1,7 @@
 //! `POST /api/v1/demo/events/call`: one call event through the state machine (see `calls`), then
-//! published on `call.{state}` when it changed something.
+//! published when it changed something: on Redis subject `call.{tenant}.{state}` (tenant-scoped, so
+//! the gateway can hand a socket only its own tenant's calls), in an envelope whose `subject` is
+//! `call.{state}` (what clients subscribe to) with `"tenant"` and `"origin":"messages"`.
 
 use axum::extract::State;
 use chrono::{Duration, Utc};
@@ -141,7 +143,12 @@ pub async fn post_event(
             at,
         };
         state
-            .publish(&applied.state.subject(), user.subject(), &data)
+            .publish_for_tenant(
+                &applied.state.subject(),
+                Some(tenant),
+                user.subject(),
+                &data,
+            )
             .await;
     }
     Ok(Json(EventAnswer {
