@@ -155,6 +155,12 @@ pub async fn write(pool: &PgPool, rows: &[Row]) -> Result<Written, WriteError> {
         .filter(|(_, r)| !stored_here.contains(&(r.chat_id, r.number, r.id)))
         .map(|(i, _)| i)
         .collect();
+    if skipped.is_empty() {
+        return Ok(Written {
+            inserted: written,
+            conflicts: Vec::new(),
+        });
+    }
     let stored = stored_ids(pool, rows, &skipped).await?;
     let conflicts = skipped
         .into_iter()
