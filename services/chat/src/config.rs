@@ -38,7 +38,7 @@ impl Config {
                 "amqp://guest:guest@127.0.0.1:5672/%2f",
                 &["amqp", "amqps"],
             )?,
-            jwt_secret: env.required("JWT_SECRET")?,
+            jwt_secret: env.secret("JWT_SECRET")?,
             queue: queue::queue_name(env)?,
             queue_key: queue::signing_key(env)?,
             amqp_channels: env.bounded("AMQP_CHANNELS", 8usize, 1, 256)?,

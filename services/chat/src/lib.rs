@@ -201,7 +201,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         chat_numbers: ChatNumbers::new(redis, config.redis_key_prefix.clone()),
         pool,
         broker,
-        keys: Arc::new(JwtKeys::new(config.jwt_secret.as_bytes())),
+        keys: Arc::new(JwtKeys::chat(config.jwt_secret.as_bytes())),
         directory: Directory::default(),
         user_token_ttl: config.user_token_ttl,
     }));

@@ -25,6 +25,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The explicit development flag: development secrets work only behind it.
+pub const DEV_FLAG: &str = "STORM_DEV";
+/// The development queue signing key the scripts and compose's dev setup share (scripts/lib.sh).
+pub const DEV_QUEUE_SIGNING_KEY: &str = "dev-queue-signing-key-for-local-use-only";
+/// Secrets published in this repository: refused outside development mode whatever their length.
+const PUBLISHED_DEV_SECRETS: [&str; 2] = [crate::auth::DEV_SECRET, DEV_QUEUE_SIGNING_KEY];
+/// The shortest signing secret accepted outside development mode (HS256 and HMAC-SHA256 keys).
+pub const MIN_SECRET_BYTES: usize = 32;
+
 type Source = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Where settings come from: the process environment or, in tests, a map.
@@ -75,6 +84,47 @@ impl Lookup {
             Some(_) => Err(Self::error(name, "is empty; a value is required")),
             None => Err(Self::error(name, "is not set; a value is required")),
         }
+    }
+
+    /// True when the explicit development flag `STORM_DEV` is `1` or `true` (scripts, compose's
+    /// dev setup and tests set it; production never does).
+    pub fn dev_mode(&self) -> Result<bool, ConfigError> {
+        match self.raw(DEV_FLAG).as_deref().map(str::trim) {
+            None | Some("") | Some("0") | Some("false") => Ok(false),
+            Some("1") | Some("true") => Ok(true),
+            Some(other) => Err(Self::error(
+                DEV_FLAG,
+                format!("{other:?} is not a flag (expected 1, true, 0 or false)"),
+            )),
+        }
+    }
+
+    /// A required secret (a signing key). Outside development mode (`STORM_DEV`), the published
+    /// development secret and anything shorter than [`MIN_SECRET_BYTES`] are refused: a short HMAC
+    /// key can be brute-forced offline from one token or one signed message.
+    pub fn secret(&self, name: &str) -> Result<String, ConfigError> {
+        let value = self.required(name)?;
+        if self.dev_mode()? {
+            return Ok(value);
+        }
+        if PUBLISHED_DEV_SECRETS.contains(&value.as_str()) {
+            return Err(Self::error(
+                name,
+                format!(
+                    "is the published development secret; set a random secret of at least {MIN_SECRET_BYTES} bytes, or {DEV_FLAG}=1 for development"
+                ),
+            ));
+        }
+        if value.len() < MIN_SECRET_BYTES {
+            return Err(Self::error(
+                name,
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_BYTES} are required (or {DEV_FLAG}=1 for development)",
+                    value.len()
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     /// A string with a default when unset.
@@ -303,6 +353,32 @@ mod tests {
         );
         let out_of_range = Lookup::from_pairs([("UTILIZATION", "101")]);
         assert!(out_of_range.bounded("UTILIZATION", 67u32, 1, 100).is_err());
+    }
+
+    #[test]
+    fn development_secrets_need_the_development_flag() {
+        let long = "x".repeat(MIN_SECRET_BYTES);
+        for weak in ["dev-secret", "short", DEV_QUEUE_SIGNING_KEY] {
+            let err = Lookup::from_pairs([("JWT_SECRET", weak)])
+                .secret("JWT_SECRET")
+                .unwrap_err();
+            assert_eq!(err.variable, "JWT_SECRET");
+            assert!(err.to_string().contains("STORM_DEV=1"), "{err}");
+            let dev = Lookup::from_pairs([("JWT_SECRET", weak), ("STORM_DEV", "1")]);
+            assert_eq!(dev.secret("JWT_SECRET").unwrap(), weak);
+        }
+        let prod = Lookup::from_pairs([("JWT_SECRET", long.as_str())]);
+        assert_eq!(prod.secret("JWT_SECRET").unwrap(), long);
+        let bad_flag = Lookup::from_pairs([("JWT_SECRET", "dev-secret"), ("STORM_DEV", "yes")]);
+        assert_eq!(
+            bad_flag.secret("JWT_SECRET").unwrap_err().variable,
+            "STORM_DEV"
+        );
+        assert!(
+            Lookup::from_pairs([("STORM_DEV", "0")])
+                .secret("JWT_SECRET")
+                .is_err()
+        );
     }
 
     #[test]

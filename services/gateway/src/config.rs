@@ -50,7 +50,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_lookup(env, ":8080", ":6060")?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
-            jwt_secret: env.required("JWT_SECRET")?,
+            jwt_secret: env.secret("JWT_SECRET")?,
             admission: AdmissionConfig::from_lookup(env)?,
             max_event_bytes: env.bounded("MAX_EVENT_BYTES", 64 * 1024, 1, 16 * 1024 * 1024)?,
             ws_send_queue: env.bounded("WS_SEND_QUEUE", 1024, 1, 1_000_000)?,

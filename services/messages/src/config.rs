@@ -23,7 +23,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_lookup(env, ":8081", ":6061")?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
-            jwt_secret: env.required("JWT_SECRET")?,
+            jwt_secret: env.secret("JWT_SECRET")?,
             db: DbConfig::from_lookup(env, 20)?,
             pubsub_prefix: publisher::prefix_from_lookup(env)?,
             redis_timeout: Duration::from_millis(env.bounded(

@@ -48,12 +48,28 @@ pub fn token(sub: &str) -> String {
         sub: sub.into(),
         exp: now_secs() + 3600,
         iat: Some(now_secs()),
-        tenant: None,
+        ..Claims::default()
     })
 }
 
 pub fn sign(claims: Claims) -> String {
     keys().sign(&claims).expect("signing test claims")
+}
+
+/// A token for `sub` shaped like chat's sign-up tokens (`aud`/`iss` storm-chat), good for an
+/// hour: valid on chat only.
+pub fn chat_token(sub: &str) -> String {
+    let now = now_secs();
+    sign(Claims {
+        sub: sub.into(),
+        exp: now + 3600,
+        iat: Some(now),
+        aud: Some(common::auth::Audience::One(
+            common::auth::CHAT_AUDIENCE.into(),
+        )),
+        iss: Some(common::auth::CHAT_AUDIENCE.into()),
+        ..Claims::default()
+    })
 }
 
 /// A valid token for `sub` in `tenant`, good for an hour.
@@ -63,6 +79,7 @@ pub fn tenant_token(sub: &str, tenant: Uuid) -> String {
         exp: now_secs() + 3600,
         iat: Some(now_secs()),
         tenant: Some(tenant),
+        ..Claims::default()
     })
 }
 
@@ -185,6 +202,8 @@ fn settings(vars: &[(&str, &str)]) -> HashMap<String, String> {
         ("HTTP_ADDR", "127.0.0.1:0"),
         ("PPROF_ADDR", ""),
         ("JWT_SECRET", SECRET),
+        // The test secret is short: development mode, as the scripts run the stack.
+        ("STORM_DEV", "1"),
         ("PUBSUB_PREFIX", prefix.as_str()),
         ("REDIS_TIMEOUT_MS", "1000"),
     ]
