@@ -136,17 +136,21 @@ pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/de
 postgres_installed() { command -v pg_ctlcluster >/dev/null && [[ -n $(pg_version) ]]; }
 postgres_start() { pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main start; }
 # The stack connects as postgres without a password (postgres://postgres@localhost:5432/…);
-# a fresh Debian cluster asks for one over TCP, so trust the loopback for that user only.
+# a fresh Debian cluster asks for one over TCP, so trust the loopback for that user only. Run on
+# every ensure, not only after installing: a machine may come with the server installed but never
+# configured (the rust-docker kind has PostgreSQL 15 installed, stopped, on scram-sha-256).
 postgres_trust_loopback() {
   local hba
   hba="/etc/postgresql/$(pg_version)/main/pg_hba.conf"
   [[ -f $hba ]] || return 0
+  grep -q '^host all postgres 127.0.0.1/32 trust' "$hba" && return 0
   log "trusting user postgres on the loopback in $hba (development machine)"
   sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
   pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main reload 2>/dev/null || true
 }
 ensure_postgres() {
   ensure_dependency Postgres 5432 60 postgresql postgres_installed postgres_start postgres_trust_loopback
+  if is_root; then postgres_trust_loopback; fi
 }
 
 rabbitmq_installed() { command -v rabbitmq-server >/dev/null; }
