@@ -47,7 +47,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_lookup(env: &Lookup) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let mut config = Self {
             common: CommonConfig::from_lookup(env, ":8080", ":6060")?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
             jwt_secret: env.secret("JWT_SECRET")?,
@@ -77,6 +77,10 @@ impl Config {
                 1,
                 600_000,
             )?),
-        })
+        };
+        // An event is read whole before admission takes a slot (under BODY_READ_TIMEOUT_MS), up to
+        // its own limit: a trickled event never holds a worker.
+        config.common.max_buffered_body = config.max_event_bytes;
+        Ok(config)
     }
 }
