@@ -101,7 +101,7 @@ start_live() {
   API[$name]="http://127.0.0.1:$http_port"
   PPROF[$name]="http://127.0.0.1:$pprof_port"
   env HTTP_ADDR="127.0.0.1:$http_port" PPROF_ADDR="127.0.0.1:$pprof_port" STORM_DEV=1 JWT_SECRET=$SECRET \
-    PUBSUB_PREFIX="ci-$$-" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json "${STORM_BENCH_LIMITS[@]}" "$@" \
+    PUBSUB_PREFIX="ci-$$:" SHUTDOWN_GRACE_SECS=$GRACE_SECS LOG_FORMAT=json "${STORM_BENCH_LIMITS[@]}" "$@" \
     "$bin" >"$WORK_DIR/$name.log" 2>&1 </dev/null &
   PID[$name]=$!
   LIVE_ORDER+=("$name")

@@ -168,14 +168,19 @@ impl Publisher {
 /// At most 64 of `[A-Za-z0-9_.:-]`.
 pub fn prefix_from_lookup(env: &Lookup) -> Result<String, ConfigError> {
     let prefix = env.string("PUBSUB_PREFIX", "");
+    // Ends in `:` (or is empty): no subject contains one, so a channel of another stack on the
+    // same Redis can never read as a subject of this one (the gateway's dispatcher relies on it).
     let valid = prefix.len() <= 64
+        && (prefix.is_empty() || prefix.ends_with(':'))
         && prefix
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
     if !valid {
         return Err(ConfigError {
             variable: "PUBSUB_PREFIX".into(),
-            reason: format!("{prefix:?} must be at most 64 of [A-Za-z0-9_.:-]"),
+            reason: format!(
+                "{prefix:?} must be empty or at most 64 of [A-Za-z0-9_.:-] ending in ':' (e.g. \"stack-2:\")"
+            ),
         });
     }
     Ok(prefix)

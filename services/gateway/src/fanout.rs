@@ -552,6 +552,15 @@ impl SubscriptionManager {
     }
 }
 
+/// True when `channel` is `prefix` + a subject this stack publishes on (a `PUBSUB_PREFIX` ends in
+/// `:`, which no subject contains, so another stack's channel never passes for one of ours).
+fn is_own_subject(channel: &[u8], prefix: &str) -> bool {
+    channel
+        .strip_prefix(prefix.as_bytes())
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .is_some_and(|subject| subject::check_publish(subject).is_ok())
+}
+
 /// Hands every Redis message to the sockets of its subject or pattern.
 async fn dispatch(
     mut pushes: mpsc::Receiver<PushInfo>,
@@ -586,10 +595,21 @@ async fn dispatch(
                 PushKind::PMessage,
                 [
                     Value::BulkString(pattern),
-                    _channel,
+                    Value::BulkString(channel),
                     Value::BulkString(payload),
                 ],
-            ) => (std::mem::take(pattern), std::mem::take(payload)),
+            ) => {
+                // Redis matches a pattern against every channel of the server, other stacks'
+                // included (another PUBSUB_PREFIX, keyspace notifications): deliver only what was
+                // published on one of this stack's subjects. The subject rules leave no way for a
+                // pattern of ours to reach another tenant's calls inside our prefix; this keeps
+                // it so outside it.
+                if !is_own_subject(channel, &prefix) {
+                    undeliverable.increment(1);
+                    continue;
+                }
+                (std::mem::take(pattern), std::mem::take(payload))
+            }
             _ => continue,
         };
         messages_in.increment(1);

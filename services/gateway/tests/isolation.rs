@@ -71,6 +71,54 @@ async fn metric(gw: &TestGateway, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} is not exported:\n{text}"))
 }
 
+/// Two stacks on one Redis: Redis matches our patterns against their channels too. Theirs is a
+/// prefix that extends ours (`ours` + `x:`), so our pattern `x*` matches every one of their
+/// channels at the Redis level; the gateway must deliver only what is one of its own subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_never_reaches_another_stacks_channels_on_a_shared_redis() {
+    let ours = format!("{}:", unique("shared"));
+    let theirs = format!("{ours}x:");
+    let their_messages = spawn_messages(&[("PUBSUB_PREFIX", &theirs)]).await;
+    let gw = spawn_gateway(&[("PUBSUB_PREFIX", &ours)]).await;
+    let client = http();
+    let tenant = Uuid::new_v4();
+    let eve = token("eve");
+    let Upgrade::Open(mut socket) = upgrade(&gw.ws_url("/api/v1/ws?subscribe=x%2A"), &eve).await
+    else {
+        panic!("x* is an ordinary pattern");
+    };
+    let call = json!({"call_id": "c-shared", "state": "INITIATED", "from": "+1", "to": "+2"});
+    let (status, answer) = their_messages
+        .send(
+            &client,
+            reqwest::Method::POST,
+            "/api/v1/demo/events/call",
+            Some(&tenant_token("agent", tenant)),
+            Some(&call),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = their_messages
+        .send(
+            &client,
+            reqwest::Method::POST,
+            "/api/v1/channels/general/messages",
+            Some(&eve),
+            Some(&json!({"body": "theirs"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    // Our own subject under the same pattern still arrives, and is the only thing that does.
+    let published = gw
+        .publish(&client, &eve, "xylophone", r#"{"ours":true}"#)
+        .await;
+    assert_eq!(published.status(), 202);
+    let envelope = socket.next_json(WAIT).await;
+    assert_eq!(envelope["subject"], "xylophone", "{envelope}");
+    socket.expect_silence(SILENCE).await;
+    assert!(metric(&gw, "gateway_pubsub_undeliverable_total").await >= 2.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_subscribe_route_hears_another_tenants_calls() {
     let prefix = format!("{}:", unique("iso"));

@@ -39,6 +39,7 @@ fn malformed_or_missing_variables_stop_the_process_naming_them() {
         ("LOG_FORMAT", "xml"),
         ("SHUTDOWN_GRACE_SECS", "soon"),
         ("PUBSUB_PREFIX", "has space"),
+        ("PUBSUB_PREFIX", "ends-without-a-colon"),
         // Development secrets need the development flag (STORM_DEV=1).
         ("JWT_SECRET", "dev-secret"),
         ("JWT_SECRET", "31-bytes-is-one-byte-too-short!"),
