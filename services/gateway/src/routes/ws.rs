@@ -503,13 +503,16 @@ impl SocketTask {
         };
         Some(match op {
             ClientOp::Subscribe { subject } => self.subscribe_op(&subject).await,
-            ClientOp::Unsubscribe { subject } => match scoped(&subject, self.tenant) {
-                Err(refusal) => refusal_frame(&refusal),
-                Ok(mapped) if self.membership.unsubscribe(&mapped).await => {
-                    reply(ServerOp::Ack { subject: &subject })
+            // Mapped like a subscribe, but a refusal here refuses nothing new: not counted.
+            ClientOp::Unsubscribe { subject } => {
+                match subject::scope_subscription(&subject, self.tenant) {
+                    Err(refusal) => refusal_frame(&refusal),
+                    Ok(mapped) if self.membership.unsubscribe(&mapped).await => {
+                        reply(ServerOp::Ack { subject: &subject })
+                    }
+                    Ok(_) => reply(ServerOp::error(&format!("not subscribed to {subject:?}"))),
                 }
-                Ok(_) => reply(ServerOp::error(&format!("not subscribed to {subject:?}"))),
-            },
+            }
         })
     }
 
