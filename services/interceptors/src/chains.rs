@@ -2,6 +2,11 @@
 //! listener, and each listener's layers, outermost first, exactly as SPEC "Interceptor-overhead
 //! server (S1)" lists them. A benchmark comparing two listeners measures the difference between
 //! two of these stacks and nothing else.
+//!
+//! Outside every chain, the same on all five, is `body_first`: the request body is read whole (up
+//! to `connect::MAX_MESSAGE_BYTES`, under `BODY_READ_TIMEOUT_MS`) before the first interceptor, so
+//! a client trickling its body never holds the full chain's concurrency slot or runs down its
+//! deadline; past the body-read deadline it is answered `deadline_exceeded` (504) and closed.
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -16,8 +21,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::body_first::ReadBodyFirstLayer;
 use crate::config::ChainSettings;
-use crate::connect::{Code, ConnectError};
+use crate::connect::{Code, ConnectError, MAX_MESSAGE_BYTES};
 use crate::greeter::{self, SayHelloRequest};
 use crate::interceptor::access_log::access_log;
 use crate::interceptor::limit::{ConcurrencyLimit, limit_concurrency};
@@ -128,8 +134,13 @@ async fn method_not_allowed() -> Response {
     error.into_response()
 }
 
-/// The listener's router: its routes wrapped in its chain.
+/// The listener's router: its routes wrapped in its chain, and the chain in `body_first`.
 pub fn router(chain: Chain, settings: &ChainSettings) -> Router {
+    chain_router(chain, settings).layer(ReadBodyFirstLayer::new(MAX_MESSAGE_BYTES))
+}
+
+/// The routes wrapped in the chain's interceptors.
+fn chain_router(chain: Chain, settings: &ChainSettings) -> Router {
     let name = chain.name();
     match chain {
         Chain::Baseline => routes(false),

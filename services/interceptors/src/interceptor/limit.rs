@@ -44,3 +44,57 @@ pub async fn limit_concurrency(
         .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::post;
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A call that holds its slot until `release`; the next is shed with `resource_exhausted`, and
+    /// once the slot is free a call is admitted again.
+    #[tokio::test]
+    async fn a_call_beyond_the_limit_is_shed_at_once() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let handler = {
+            let (entered, release) = (entered.clone(), release.clone());
+            move |body: String| async move {
+                if body == "hold" {
+                    entered.notify_one();
+                    release.notified().await;
+                }
+                body
+            }
+        };
+        let router = Router::new()
+            .route("/", post(handler))
+            .layer(from_fn_with_state(
+                ConcurrencyLimit::new(1),
+                limit_concurrency,
+            ));
+        let call = |body: &'static str| {
+            router
+                .clone()
+                .oneshot(Request::post("/").body(Body::from(body)).unwrap())
+        };
+        let held = tokio::spawn(call("hold"));
+        entered.notified().await;
+        let shed = call("next").await.unwrap();
+        assert_eq!(shed.status(), 429);
+        let body = axum::body::to_bytes(shed.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["code"], "resource_exhausted");
+        release.notify_one();
+        assert_eq!(held.await.unwrap().unwrap().status(), 200);
+        assert_eq!(call("again").await.unwrap().status(), 200);
+    }
+}
