@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pprof;

@@ -27,14 +27,13 @@
 //! these timers apply. Shutdown: the token stops the accept loop and shuts every connection down
 //! gracefully; the caller bounds the drain.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,6 +55,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::config::CommonConfig;
+use crate::limits::{CappedCounts, Lease};
 
 /// The timeouts of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +98,14 @@ pub const REFUSED_PER_IP: &str = "per_ip_cap";
 
 /// Open connections per client address, capped. One table per process, shared by its API
 /// listeners; an address's entry is removed when its last connection closes, so the table never
-/// holds more entries than there are open connections.
+/// holds more entries than there are open connections ([`CappedCounts`]).
 #[derive(Debug)]
 pub struct PerIpLimit {
-    cap: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Arc<CappedCounts<IpAddr>>,
 }
+
+/// One open connection counted against its address; released on drop.
+pub type IpSlot = Lease<IpAddr>;
 
 impl PerIpLimit {
     pub fn new(cap: usize) -> Arc<Self> {
@@ -116,65 +118,31 @@ impl PerIpLimit {
             &[("reason", REFUSED_PER_IP)],
         )]);
         Arc::new(Self {
-            cap,
-            open: Mutex::new(HashMap::new()),
+            open: CappedCounts::new(cap),
         })
     }
 
     pub fn cap(&self) -> usize {
-        self.cap
+        self.open.cap()
     }
 
     /// Open connections from `ip` now.
     pub fn open(&self, ip: IpAddr) -> usize {
-        self.table().get(&ip).copied().unwrap_or(0)
+        self.open.count(&ip)
     }
 
     /// Addresses with at least one open connection.
     pub fn addresses(&self) -> usize {
-        self.table().len()
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single inserts).
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+        self.open.keys()
     }
 
     /// A slot for one more connection from `ip`, or `None` (counted) when it already has `cap`.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        {
-            let mut table = self.table();
-            let count = table.entry(ip).or_insert(0);
-            if *count >= self.cap {
-                drop(table);
-                counter!("http_connections_refused_total", "reason" => REFUSED_PER_IP).increment(1);
-                return None;
-            }
-            *count += 1;
+    pub fn try_acquire(&self, ip: IpAddr) -> Option<IpSlot> {
+        let slot = self.open.try_acquire(ip);
+        if slot.is_none() {
+            counter!("http_connections_refused_total", "reason" => REFUSED_PER_IP).increment(1);
         }
-        Some(IpSlot {
-            limit: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One open connection counted against its address; released on drop.
-#[derive(Debug)]
-pub struct IpSlot {
-    limit: Arc<PerIpLimit>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut table = self.limit.table();
-        if let Some(count) = table.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                table.remove(&self.ip);
-            }
-        }
+        slot
     }
 }
 

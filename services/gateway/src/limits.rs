@@ -3,13 +3,13 @@
 //!
 //! A socket holds a [`SocketLease`] for its lifetime; dropping it gives the slots back. What must
 //! not break: the tables hold only keys with open sockets (an entry is removed when its count
-//! reaches 0), so their size is bounded by the open sockets, never by every user or IP ever seen.
+//! reaches 0, [`CappedCounts`]), so their size is bounded by the open sockets, never by every user
+//! or IP ever seen.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use common::limits::{CappedCounts, Lease};
 use uuid::Uuid;
 
 /// Who a per-user count is for: the token's tenant (if any) and `sub`.
@@ -24,93 +24,50 @@ pub enum CapRefusal {
 
 /// Counts of open sockets per user and per IP.
 pub struct SocketLimits {
-    per_user: Mutex<HashMap<UserKey, usize>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_user: usize,
-    max_per_ip: usize,
+    per_user: Arc<CappedCounts<UserKey>>,
+    per_ip: Arc<CappedCounts<IpAddr>>,
 }
 
 impl SocketLimits {
     pub fn new(max_per_user: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
-            per_user: Mutex::default(),
-            per_ip: Mutex::default(),
-            max_per_user,
-            max_per_ip,
+            per_user: CappedCounts::new(max_per_user),
+            per_ip: CappedCounts::new(max_per_ip),
         })
     }
 
     /// Takes one slot for `user` and one for `ip`, or says which cap is full (taking neither).
-    pub fn acquire(self: &Arc<Self>, user: UserKey, ip: IpAddr) -> Result<SocketLease, CapRefusal> {
-        if !take(&self.per_ip, ip, self.max_per_ip) {
-            return Err(CapRefusal::PerIp(self.max_per_ip));
-        }
-        if !take(&self.per_user, user.clone(), self.max_per_user) {
-            give_back(&self.per_ip, &ip);
-            return Err(CapRefusal::PerUser(self.max_per_user));
-        }
+    pub fn acquire(&self, user: UserKey, ip: IpAddr) -> Result<SocketLease, CapRefusal> {
+        let ip = self
+            .per_ip
+            .try_acquire(ip)
+            .ok_or(CapRefusal::PerIp(self.per_ip.cap()))?;
+        // A refused user drops `ip` here: it takes no IP slot.
+        let user = self
+            .per_user
+            .try_acquire(user)
+            .ok_or(CapRefusal::PerUser(self.per_user.cap()))?;
         Ok(SocketLease {
-            limits: self.clone(),
-            user,
-            ip,
+            _user: user,
+            _ip: ip,
         })
     }
 
     /// Sockets counted for `ip` (tests).
     pub fn sockets_of_ip(&self, ip: IpAddr) -> usize {
-        count(&self.per_ip, &ip)
+        self.per_ip.count(&ip)
     }
 
     /// Distinct users and IPs with open sockets (tests: entries go at 0).
     pub fn tracked(&self) -> (usize, usize) {
-        let users = self.per_user.lock().map(|m| m.len()).unwrap_or(0);
-        let ips = self.per_ip.lock().map(|m| m.len()).unwrap_or(0);
-        (users, ips)
+        (self.per_user.keys(), self.per_ip.keys())
     }
-}
-
-fn take<K: Hash + Eq>(table: &Mutex<HashMap<K, usize>>, key: K, max: usize) -> bool {
-    let Ok(mut table) = table.lock() else {
-        return false;
-    };
-    let count = table.entry(key).or_insert(0);
-    if *count >= max {
-        return false;
-    }
-    *count += 1;
-    true
-}
-
-fn give_back<K: Hash + Eq>(table: &Mutex<HashMap<K, usize>>, key: &K) {
-    if let Ok(mut table) = table.lock()
-        && let Some(count) = table.get_mut(key)
-    {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            table.remove(key);
-        }
-    }
-}
-
-fn count<K: Hash + Eq>(table: &Mutex<HashMap<K, usize>>, key: &K) -> usize {
-    table
-        .lock()
-        .map(|t| t.get(key).copied().unwrap_or(0))
-        .unwrap_or(0)
 }
 
 /// One socket's slots; dropping it gives them back.
 pub struct SocketLease {
-    limits: Arc<SocketLimits>,
-    user: UserKey,
-    ip: IpAddr,
-}
-
-impl Drop for SocketLease {
-    fn drop(&mut self) {
-        give_back(&self.limits.per_user, &self.user);
-        give_back(&self.limits.per_ip, &self.ip);
-    }
+    _user: Lease<UserKey>,
+    _ip: Lease<IpAddr>,
 }
 
 #[cfg(test)]
