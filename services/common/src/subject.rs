@@ -137,6 +137,20 @@ impl Refusal {
         }
     }
 
+    /// The answer's status and code, for the upgrade's error envelope and an op's error frame
+    /// alike: 400 `bad_request` for what is not a usable subscription, 403 `forbidden` for what
+    /// the isolation rules refuse.
+    pub fn status_and_code(&self) -> (http::StatusCode, &'static str) {
+        match self {
+            Refusal::Invalid(_) | Refusal::WildcardOnly(_) => {
+                (http::StatusCode::BAD_REQUEST, "bad_request")
+            }
+            Refusal::NeedsTenant(_) | Refusal::CrossTenant(_) => {
+                (http::StatusCode::FORBIDDEN, "forbidden")
+            }
+        }
+    }
+
     /// The metric label (`gateway_ws_refusals_total{reason}`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -150,10 +164,8 @@ impl Refusal {
 
 impl From<Refusal> for crate::ApiError {
     fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Invalid(m) | Refusal::WildcardOnly(m) => crate::ApiError::bad_request(m),
-            Refusal::NeedsTenant(m) | Refusal::CrossTenant(m) => crate::ApiError::forbidden(m),
-        }
+        let (status, code) = refusal.status_and_code();
+        crate::ApiError::new(status, code, refusal.message())
     }
 }
 

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -75,14 +74,41 @@ fn scoped(subject: &str, tenant: Option<uuid::Uuid>) -> Result<String, Refusal> 
     })
 }
 
-fn too_many_requests(message: String) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
-}
-
 fn too_many_patterns_message(cap: usize) -> String {
     format!(
         "this gateway already holds {cap} distinct patterns (WS_MAX_PATTERNS); subscribe to an exact subject or a pattern already in use"
     )
+}
+
+/// `WS_MAX_SUBSCRIPTIONS` for the subjects an upgrade asks for.
+fn check_subject_count(subjects: &[String], max_subscriptions: usize) -> Result<(), ApiError> {
+    if subjects.len() > max_subscriptions {
+        return Err(ApiError::bad_request(format!(
+            "at most {max_subscriptions} subjects per socket"
+        )));
+    }
+    Ok(())
+}
+
+/// Subscribes the socket to `subject` (already mapped; `asked` is the client's name, for the
+/// log). `Err(cap)`: a new pattern beyond `WS_MAX_PATTERNS`, counted as a refusal. Unconfirmed is
+/// not an error: the subscription is registered anyway and the hub resubscribes when Redis is back.
+async fn subscribe_capped(
+    membership: &mut Membership,
+    subject: &str,
+    asked: &str,
+) -> Result<(), usize> {
+    match membership.subscribe(subject).await {
+        Ok(()) => Ok(()),
+        Err(SubscribeError::TooManyPatterns(cap)) => {
+            count_refusal("patterns");
+            Err(cap)
+        }
+        Err(SubscribeError::Unconfirmed(e)) => {
+            tracing::warn!(subject = asked, error = %e, "subscription not confirmed by redis");
+            Ok(())
+        }
+    }
 }
 
 /// Close codes (RFC 6455 §7.4.1).
@@ -181,12 +207,7 @@ pub async fn subscribe_v1(
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    if subjects.len() > state.config.ws_max_subscriptions {
-        return Err(ApiError::bad_request(format!(
-            "at most {} subjects per socket",
-            state.config.ws_max_subscriptions
-        )));
-    }
+    check_subject_count(&subjects, state.config.ws_max_subscriptions)?;
     let tenant = user.0.tenant;
     let scoped_subjects = subjects
         .iter()
@@ -244,25 +265,20 @@ async fn open(
             format!("not a WebSocket upgrade: {}", r.body_text()),
         )
     })?;
-    if subjects.len() > state.config.ws_max_subscriptions {
-        return Err(ApiError::bad_request(format!(
-            "at most {} subjects per socket",
-            state.config.ws_max_subscriptions
-        )));
-    }
+    check_subject_count(&subjects, state.config.ws_max_subscriptions)?;
     let lease = state
         .socket_limits
         .acquire((user.0.tenant, user.subject().to_string()), remote.ip())
         .map_err(|refusal| match refusal {
             CapRefusal::PerUser(cap) => {
                 count_refusal("per_user");
-                too_many_requests(format!(
+                ApiError::too_many_requests(format!(
                     "this user already has {cap} WebSockets open (WS_MAX_SOCKETS_PER_USER)"
                 ))
             }
             CapRefusal::PerIp(cap) => {
                 count_refusal("per_ip");
-                too_many_requests(format!(
+                ApiError::too_many_requests(format!(
                     "this client address already has {cap} WebSockets open (WS_MAX_SOCKETS_PER_IP)"
                 ))
             }
@@ -276,17 +292,9 @@ async fn open(
     };
     let (mut membership, frames, kick) = state.hub.join();
     for s in &subjects {
-        match membership.subscribe(s).await {
-            Ok(()) => {}
-            Err(SubscribeError::TooManyPatterns(cap)) => {
-                count_refusal("patterns");
-                return Err(too_many_requests(too_many_patterns_message(cap)));
-            }
-            Err(SubscribeError::Unconfirmed(e)) => {
-                // Registered anyway: the hub resubscribes when Redis is back.
-                tracing::warn!(subject = %s, error = %e, "subscription not confirmed by redis");
-            }
-        }
+        subscribe_capped(&mut membership, s, s)
+            .await
+            .map_err(|cap| ApiError::too_many_requests(too_many_patterns_message(cap)))?;
     }
     let socket = SocketTask {
         membership,
@@ -528,18 +536,11 @@ impl SocketTask {
                 self.max_subscriptions
             )));
         }
-        match self.membership.subscribe(&mapped).await {
-            Ok(()) => {}
-            Err(SubscribeError::TooManyPatterns(cap)) => {
-                count_refusal("patterns");
-                return reply(ServerOp::Error {
-                    code: Some("too_many_patterns"),
-                    message: &too_many_patterns_message(cap),
-                });
-            }
-            Err(SubscribeError::Unconfirmed(e)) => {
-                tracing::warn!(subject, error = %e, "subscription not confirmed by redis");
-            }
+        if let Err(cap) = subscribe_capped(&mut self.membership, &mapped, subject).await {
+            return reply(ServerOp::Error {
+                code: Some("too_many_patterns"),
+                message: &too_many_patterns_message(cap),
+            });
         }
         reply(ServerOp::Ack { subject })
     }
@@ -547,10 +548,7 @@ impl SocketTask {
 
 /// The error frame of a refused subscription: `code` as the upgrade's status would say.
 fn refusal_frame(refusal: &Refusal) -> Utf8Bytes {
-    let code = match refusal {
-        Refusal::Invalid(_) | Refusal::WildcardOnly(_) => "bad_request",
-        Refusal::NeedsTenant(_) | Refusal::CrossTenant(_) => "forbidden",
-    };
+    let (_, code) = refusal.status_and_code();
     reply(ServerOp::Error {
         code: Some(code),
         message: refusal.message(),
