@@ -52,6 +52,19 @@ pub struct Claims {
     pub iss: Option<String>,
 }
 
+impl Claims {
+    /// The caller (`sub`).
+    pub fn subject(&self) -> &str {
+        &self.sub
+    }
+
+    /// The caller's tenant, or 403 for tenant-scoped endpoints called without one.
+    pub fn tenant(&self) -> Result<Uuid, ApiError> {
+        self.tenant
+            .ok_or_else(|| ApiError::forbidden("this endpoint needs a token with a tenant claim"))
+    }
+}
+
 /// RFC 7519 allows `aud` as one string or a list of them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -145,32 +158,20 @@ pub struct AuthUser(pub Claims);
 #[derive(Debug, Clone)]
 pub struct WsUser(pub Claims);
 
-impl WsUser {
-    pub fn subject(&self) -> &str {
-        &self.0.sub
-    }
-
-    /// The caller's tenant, or 403 (see [`AuthUser::tenant`]).
-    pub fn tenant(&self) -> Result<Uuid, ApiError> {
-        tenant_of(&self.0)
+// An authenticated caller is its verified claims: `user.subject()` and `user.tenant()` are the
+// methods of [`Claims`], written once for both extractors.
+impl std::ops::Deref for AuthUser {
+    type Target = Claims;
+    fn deref(&self) -> &Claims {
+        &self.0
     }
 }
 
-impl AuthUser {
-    pub fn subject(&self) -> &str {
-        &self.0.sub
+impl std::ops::Deref for WsUser {
+    type Target = Claims;
+    fn deref(&self) -> &Claims {
+        &self.0
     }
-
-    /// The caller's tenant, or 403 for tenant-scoped endpoints called without one.
-    pub fn tenant(&self) -> Result<Uuid, ApiError> {
-        tenant_of(&self.0)
-    }
-}
-
-fn tenant_of(claims: &Claims) -> Result<Uuid, ApiError> {
-    claims
-        .tenant
-        .ok_or_else(|| ApiError::forbidden("this endpoint needs a token with a tenant claim"))
 }
 
 /// Where a route takes its token from.
