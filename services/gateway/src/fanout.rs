@@ -36,7 +36,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use metrics::{Counter, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -142,10 +142,13 @@ pub struct Hub {
     next_socket: AtomicU64,
     send_queue: usize,
     max_patterns: usize,
+    /// `gateway_pubsub_patterns`, looked up once: it is set under the topic table's write lock.
+    patterns_gauge: Gauge,
     redis_timeout: Duration,
 }
 
-fn describe_metrics() {
+/// Describes the hub's metrics and returns the `gateway_pubsub_patterns` handle.
+fn describe_metrics() -> Gauge {
     describe_counter!(
         "gateway_pubsub_messages_in_total",
         "Messages received from Redis pub/sub."
@@ -178,7 +181,8 @@ fn describe_metrics() {
         "gateway_pubsub_patterns",
         "Distinct patterns holding a WS_MAX_PATTERNS slot in this process."
     );
-    gauge!("gateway_pubsub_patterns").increment(0.0);
+    let patterns_gauge = gauge!("gateway_pubsub_patterns");
+    patterns_gauge.increment(0.0);
     common::metrics::register_counters(&[
         ("gateway_fanout_dropped_total", &[]),
         ("gateway_pubsub_messages_in_total", &[]),
@@ -188,6 +192,7 @@ fn describe_metrics() {
         ("gateway_pubsub_undeliverable_total", &[]),
     ]);
     gauge!("gateway_pubsub_subscriptions").increment(0.0);
+    patterns_gauge
 }
 
 impl Hub {
@@ -205,7 +210,7 @@ impl Hub {
             max_patterns,
             redis_timeout,
         } = config;
-        describe_metrics();
+        let patterns_gauge = describe_metrics();
         let info = redis_url.into_connection_info()?;
         let settings = info
             .redis_settings()
@@ -230,6 +235,7 @@ impl Hub {
             next_socket: AtomicU64::new(1),
             send_queue,
             max_patterns,
+            patterns_gauge: patterns_gauge.clone(),
             redis_timeout,
         });
         let manager = SubscriptionManager {
@@ -237,6 +243,7 @@ impl Hub {
             connection,
             prefix: prefix.clone(),
             active: HashSet::new(),
+            patterns_gauge,
             redis_timeout,
         };
         tokio::spawn(manager.run(command_rx, shutdown.clone()));
@@ -332,7 +339,7 @@ impl Membership {
                     return Err(SubscribeError::TooManyPatterns(self.hub.max_patterns));
                 }
                 table.patterns.insert(subject.to_string());
-                gauge!("gateway_pubsub_patterns").set(table.patterns.len() as f64);
+                self.hub.patterns_gauge.set(table.patterns.len() as f64);
             }
             table
                 .topics
@@ -404,6 +411,8 @@ struct SubscriptionManager {
     connection: ConnectionManager,
     prefix: String,
     active: HashSet<String>,
+    /// The hub's `gateway_pubsub_patterns` handle (set under the table's write lock).
+    patterns_gauge: Gauge,
     redis_timeout: Duration,
 }
 
@@ -477,7 +486,7 @@ impl SubscriptionManager {
             }
             None => patterns.retain(|p| topics.contains_key(p) || self.active.contains(p)),
         }
-        gauge!("gateway_pubsub_patterns").set(patterns.len() as f64);
+        self.patterns_gauge.set(patterns.len() as f64);
     }
 
     /// Makes Redis hold `subject` exactly when some socket wants it.
