@@ -67,10 +67,7 @@ impl QueuedMessage {
     /// numbering, the body limits the chat API enforces.
     pub fn validate(&self) -> Result<(), String> {
         if self.v != MESSAGE_VERSION {
-            return Err(format!(
-                "message version {} (this writer reads {MESSAGE_VERSION})",
-                self.v
-            ));
+            return Err(other_version(self.v));
         }
         if self.chat_id <= 0 || self.number <= 0 {
             return Err(format!(
@@ -86,7 +83,12 @@ impl QueuedMessage {
     }
 }
 
-/// Just the version, read first so a message of another version is named as such.
+fn other_version(v: u32) -> String {
+    format!("message version {v} (this writer reads {MESSAGE_VERSION})")
+}
+
+/// Just the version: what a body that is not a [`QueuedMessage`] is read as, so a message of
+/// another version (version 1 has no `id`) is named as such.
 #[derive(Deserialize)]
 struct Versioned {
     v: u32,
@@ -94,22 +96,28 @@ struct Versioned {
 
 /// Checks the signature of a delivery, then parses and validates its body: the only way the
 /// writer reads a message. Nothing is parsed before the signature checks out.
+///
+/// A storable body is parsed once (its version is checked by `validate`). Only a body that does
+/// not parse as the current shape is read again for its version, so the rejection says why in the
+/// order it always has: not JSON / no `v` first, then another version, then the bad field.
 pub fn open(
     key: &SigningKey,
     properties: &BasicProperties,
     body: &[u8],
 ) -> Result<QueuedMessage, Rejection> {
     key.verify(properties, body)?;
-    let versioned: Versioned = serde_json::from_slice(body)
-        .map_err(|e| Rejection::Malformed(format!("not a queued message: {e}")))?;
-    if versioned.v != MESSAGE_VERSION {
-        return Err(Rejection::Malformed(format!(
-            "message version {} (this writer reads {MESSAGE_VERSION})",
-            versioned.v
-        )));
-    }
-    let message: QueuedMessage = serde_json::from_slice(body)
-        .map_err(|e| Rejection::Malformed(format!("not a queued message: {e}")))?;
+    let not_queued =
+        |e: serde_json::Error| Rejection::Malformed(format!("not a queued message: {e}"));
+    let message: QueuedMessage = match serde_json::from_slice(body) {
+        Ok(message) => message,
+        Err(shape) => {
+            let versioned: Versioned = serde_json::from_slice(body).map_err(not_queued)?;
+            if versioned.v != MESSAGE_VERSION {
+                return Err(Rejection::Malformed(other_version(versioned.v)));
+            }
+            return Err(not_queued(shape));
+        }
+    };
     message.validate().map_err(Rejection::Malformed)?;
     Ok(message)
 }
@@ -246,6 +254,26 @@ mod tests {
             panic!("a version-1 message opened");
         };
         assert!(why.contains("version 1"), "{why}");
+    }
+
+    #[test]
+    fn a_rejection_names_the_shape_then_the_version_then_the_field() {
+        let why = |body: &[u8]| match open(&key(), &key().properties(body), body) {
+            Err(Rejection::Malformed(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            why(b"{}"),
+            "not a queued message: missing field `v` at line 1 column 2"
+        );
+        assert_eq!(
+            why(br#"{"v":3}"#),
+            "message version 3 (this writer reads 2)"
+        );
+        assert!(
+            why(&with("id", "nope".into())).starts_with("not a queued message: "),
+            "a version-2 message with a bad field names the field"
+        );
     }
 
     #[test]
