@@ -4,7 +4,9 @@
 //! What must not break: **ack only after the batch committed**. While Postgres is down the batch
 //! is retried with backoff and nothing is acknowledged (the broker keeps every message; the
 //! prefetch window stops further deliveries). A delivery that can never be written is rejected
-//! without requeue and dead-lettered — individually, before the batch's ack. If the channel breaks,
+//! without requeue and dead-lettered — individually, before the batch's ack, which then ends at the
+//! highest delivery tag that was not dead-lettered (a rejected tag is unknown to the broker: acking
+//! it would close the channel and redeliver the whole committed batch). If the channel breaks,
 //! the unacknowledged batch is dropped here and redelivered by the broker (to us or another
 //! writer); the idempotent insert makes that harmless. On shutdown the current batch is finished
 //! and acknowledged before the connection closes.
@@ -146,7 +148,8 @@ async fn consume(
 }
 
 /// Writes the batch (retrying while Postgres is unavailable), dead-letters what can never be
-/// written, then acknowledges everything up to the batch's last delivery tag. Leaves `batch` empty.
+/// written, then acknowledges the rest with one multiple-ack up to the highest delivery tag that
+/// was not dead-lettered (see [`ack_tag`]). Leaves `batch` empty.
 async fn flush(
     config: &Config,
     pool: &PgPool,
@@ -154,9 +157,9 @@ async fn flush(
     batch: &mut Vec<Delivery>,
     shutdown: &Shutdown,
 ) -> Result<(), String> {
-    let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
+    if batch.is_empty() {
         return Ok(());
-    };
+    }
     let started = std::time::Instant::now();
     histogram!("writer_batch_size").record(batch.len() as f64);
     let mut rows = Vec::with_capacity(batch.len());
@@ -199,13 +202,34 @@ async fn flush(
             .max(0);
         histogram!("writer_end_to_end_lag_seconds").record(lag as f64 / 1e6);
     }
-    channel
-        .basic_ack(last_tag, BasicAckOptions { multiple: true })
-        .await
-        .map_err(|e| format!("basic.ack after commit: {e}"))?;
+    // Every nack above was sent (awaited) on this channel before this ack, and the broker handles
+    // a channel's methods in order: the dead-lettered tags are no longer outstanding when the
+    // multiple-ack arrives, so it covers exactly the committed rows.
+    if let Some(tag) = ack_tag(&row_tags, &dead) {
+        channel
+            .basic_ack(tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| format!("basic.ack after commit: {e}"))?;
+    }
     histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
     batch.clear();
     Ok(())
+}
+
+/// The delivery tag a committed batch is acknowledged up to (`multiple: true`): the highest tag of
+/// a row that was not dead-lettered, `None` when every delivery was. Never the batch's last tag
+/// blindly: a tag already rejected (`nack`) is unknown to the broker, and acknowledging it is a
+/// `406 PRECONDITION_FAILED` that closes the channel — every committed row of the batch would be
+/// redelivered and the consumer would reconnect. Never 0 either: a multiple-ack of tag 0 means
+/// "everything outstanding", deliveries of the next batch included. Tags that failed to parse were
+/// dead-lettered before the write and have no row here.
+fn ack_tag(row_tags: &[u64], dead: &HashSet<usize>) -> Option<u64> {
+    row_tags
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !dead.contains(index))
+        .map(|(_, &tag)| tag)
+        .max()
 }
 
 /// What became of a batch's rows once committed.
@@ -326,4 +350,24 @@ async fn dead_letter(
         )
         .await
         .map_err(|e| format!("basic.nack: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ack_skips_dead_lettered_tags() {
+        let dead = |indexes: &[usize]| indexes.iter().copied().collect::<HashSet<_>>();
+        // Nothing dead-lettered: the last tag.
+        assert_eq!(ack_tag(&[3, 4, 5], &dead(&[])), Some(5));
+        // The last row dead-lettered (a conflict): the highest tag still outstanding.
+        assert_eq!(ack_tag(&[3, 4, 5], &dead(&[2])), Some(4));
+        // A row dead-lettered in the middle: the multiple-ack still ends at the last row.
+        assert_eq!(ack_tag(&[3, 4, 5], &dead(&[1])), Some(5));
+        // Every row dead-lettered, or no row at all (every delivery refused before the write):
+        // nothing to acknowledge — never tag 0.
+        assert_eq!(ack_tag(&[3, 4, 5], &dead(&[0, 1, 2])), None);
+        assert_eq!(ack_tag(&[], &dead(&[])), None);
+    }
 }

@@ -447,3 +447,193 @@ async fn a_writer_with_another_key_stores_nothing_from_chat() {
     writer.stop().await.unwrap();
     chat.stop().await.unwrap();
 }
+
+/// What ends the batch in [`a_batch_ending_in_a_dead_letter`].
+#[derive(Clone, Copy, Debug)]
+enum Last {
+    /// An unsigned message (anyone who reaches the broker can publish one).
+    Unsigned,
+    /// A validly signed message whose `(chat_id, number)` holds another message id.
+    Conflict,
+}
+
+/// One batch whose last delivery is dead-lettered (with, for a conflict, an unsigned one in the
+/// middle too): the valid rows are committed and acknowledged without closing the channel — no
+/// redelivery, no reconnect — and the next batch is written at once. The batch used to be
+/// acknowledged up to its last tag, already rejected: RabbitMQ closed the channel with 406
+/// PRECONDITION_FAILED "unknown delivery tag" and redelivered every committed row.
+async fn a_batch_ending_in_a_dead_letter(last: Last) {
+    const BATCH: usize = 6;
+    let chat = spawn_chat(&[]).await;
+    let (_user, app) = setup(&chat).await;
+    let pool = chat.database().await;
+    let queue = chat.settings["CHAT_QUEUE"].clone();
+    let dead = queue::dead_letter_queue(&queue);
+    let chat_id = chat_id(&pool, &app, 1).await;
+    // For the conflict: a stored message, as a writer stored it (its id on the row).
+    let stored = QueuedMessage::new(chat_id, 900, "stored".into());
+    sqlx::query(
+        "INSERT INTO chat_messages (chat_id, number, body, created_at, message_id)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(stored.chat_id)
+    .bind(stored.number)
+    .bind(&stored.body)
+    .bind(stored.created_at)
+    .bind(stored.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Queued before the writer starts, exactly WRITER_BATCH_SIZE of them: one batch, flushed
+    // because it is full, the dead letter its last delivery.
+    let (connection, channel) = outsider().await;
+    queue::declare(&channel, &queue).await.unwrap();
+    let body = |number: i32, text: &str| {
+        serde_json::to_vec(&QueuedMessage::new(chat_id, number, text.into())).unwrap()
+    };
+    let unsigned = body(2000, "unsigned");
+    let conflict = body(900, "impostor");
+    let (valid, dead_bodies): (Vec<i32>, Vec<&Vec<u8>>) = match last {
+        Last::Unsigned => ((1001..=1005).collect(), vec![&unsigned]),
+        Last::Conflict => ((1001..=1004).collect(), vec![&unsigned, &conflict]),
+    };
+    for (i, &number) in valid.iter().enumerate() {
+        if matches!(last, Last::Conflict) && i == 2 {
+            publish(&channel, &queue, &unsigned, queue::unsigned_properties()).await;
+        }
+        let signed = body(number, "valid");
+        publish(&channel, &queue, &signed, key().properties(&signed)).await;
+    }
+    match last {
+        Last::Unsigned => publish(&channel, &queue, &unsigned, queue::unsigned_properties()).await,
+        Last::Conflict => publish(&channel, &queue, &conflict, key().properties(&conflict)).await,
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            ready(&channel, &queue).await as usize == BATCH
+        })
+        .await,
+        "{last:?}: the {BATCH} messages queued"
+    );
+
+    let mut vars = chat.writer_vars();
+    let batch = BATCH.to_string();
+    vars.push(("WRITER_BATCH_SIZE", batch.as_str()));
+    // Batches are flushed by size only: a batch topped up with redeliveries would leave part of
+    // the following one waiting this long.
+    vars.push(("WRITER_BATCH_MAX_WAIT_MS", "15000"));
+    let writer = spawn_writer(&vars).await;
+    let stored_valid = || async {
+        let mut n = 0;
+        for &number in &valid {
+            n += usize::from(row(&pool, chat_id, number).await.is_some());
+        }
+        n
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            ready(&channel, &dead).await as usize == dead_bodies.len()
+                && stored_valid().await == valid.len()
+        })
+        .await,
+        "{last:?}: the valid rows stored and the dead letters in {dead}"
+    );
+    assert_eq!(
+        metric(&writer, "writer_batch_size_count", "").await,
+        Some(1.0),
+        "{last:?}: the {BATCH} arrived in one batch"
+    );
+    // Time for a 406 to close the channel and for the broker to redeliver the batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The following batch (again exactly WRITER_BATCH_SIZE) is written at once, by size.
+    let following: Vec<i32> = (3001..3001 + BATCH as i32).collect();
+    for &number in &following {
+        let signed = body(number, "following");
+        publish(&channel, &queue, &signed, key().properties(&signed)).await;
+    }
+    let stored_following = || async {
+        let mut n = 0;
+        for &number in &following {
+            n += usize::from(row(&pool, chat_id, number).await.is_some());
+        }
+        n
+    };
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            stored_following().await == following.len()
+        })
+        .await,
+        "{last:?}: the following batch is written promptly ({} of {} stored)",
+        stored_following().await,
+        following.len()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The channel never closed: nothing came back redelivered, nothing was written twice.
+    assert_eq!(
+        metric(&writer, "writer_redeliveries_total", "").await,
+        Some(0.0),
+        "{last:?}: no delivery came back (the channel was not closed)"
+    );
+    assert_eq!(
+        metric(&writer, "writer_rows_skipped_total", "").await,
+        Some(0.0),
+        "{last:?}: no committed row was delivered again"
+    );
+    assert_eq!(
+        metric(&writer, "writer_rows_written_total", "").await,
+        Some((valid.len() + following.len()) as f64)
+    );
+    assert_eq!(
+        metric(&writer, "writer_batch_size_count", "").await,
+        Some(2.0),
+        "{last:?}: two batches, no third of redeliveries"
+    );
+    assert_eq!(
+        metric(&writer, "writer_broker_connected", "").await,
+        Some(1.0)
+    );
+    let counts = dead_letters(&writer).await;
+    println!("{last:?}: dead letters: {counts:?}");
+    assert_eq!(counts[0], ("unsigned", Some(1.0)));
+    let conflicts = if matches!(last, Last::Conflict) {
+        1.0
+    } else {
+        0.0
+    };
+    assert_eq!(counts[3], ("conflict", Some(conflicts)));
+    assert_eq!(ready(&channel, &queue).await, 0, "nothing left in {queue}");
+    let dead_got: BTreeSet<String> = drain(&channel, &dead).await.into_iter().collect();
+    let dead_expected: BTreeSet<String> = dead_bodies
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(dead_got, dead_expected, "exactly the refused messages");
+    // Every valid message is one row; the stored row is unchanged; nothing forged is a row.
+    assert_eq!(
+        rows_of(&pool, chat_id).await as usize,
+        1 + valid.len() + following.len()
+    );
+    assert_eq!(
+        row(&pool, chat_id, 900).await.and_then(|r| r.1),
+        Some(stored.id)
+    );
+    assert_eq!(row(&pool, chat_id, 2000).await, None);
+
+    let _ = connection.close(200, "done".into()).await;
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_ending_in_an_unsigned_message_is_acknowledged_without_closing_the_channel() {
+    a_batch_ending_in_a_dead_letter(Last::Unsigned).await;
+}
+
+#[tokio::test]
+async fn a_batch_ending_in_a_conflict_is_acknowledged_without_closing_the_channel() {
+    a_batch_ending_in_a_dead_letter(Last::Conflict).await;
+}
