@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod db;
 pub mod error;

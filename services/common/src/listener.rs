@@ -16,7 +16,8 @@
 //!   GOAWAY). It is what bounds HTTP/2 connections, which have no header-read timer.
 //! - **Body-read timeout** (`BODY_READ_TIMEOUT_MS`): the request body must be complete within it
 //!   from the moment the headers arrived; past it, reading the body fails with [`BodyReadTimeout`]
-//!   (`server::http_layers` turns that into 408 before admission takes a slot).
+//!   (`body::ReadBodyFirstLayer` turns that into an answer — 408 in `server::http_layers` — before
+//!   admission takes a slot).
 //! - **Per-client-IP connection cap** (`MAX_CONNS_PER_IP`, API listeners only): the cap+1'th
 //!   concurrent connection from one address is closed at once, without reading from it, and
 //!   counted in `http_connections_refused_total{reason="per_ip_cap"}`.

@@ -11,14 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
-use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use http_body_util::BodyExt;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,9 +21,10 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::body::{self, ReadBodyFirstLayer};
 use crate::config::{CommonConfig, ConfigError, LogFormat};
-use crate::error::{self, ApiError};
-use crate::listener::{self, BodyReadTimeout, Limits, PerIpLimit, Plain};
+use crate::error;
+use crate::listener::{self, Limits, PerIpLimit, Plain};
 use crate::metrics;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,17 +83,15 @@ async fn wait_for_signal() {
 
 /// The cross-cutting layers, in one place, outermost last: request id (set, then echoed on the
 /// response), a tracing span carrying it, the RED metrics, the request body read in full (up to
-/// `max_buffered_body` bytes) before any route's own layers, and envelope fallbacks for unknown
-/// routes and methods. Admission is not here: it guards only the routes that need it, and runs
-/// after the body is in hand.
+/// `max_buffered_body` bytes, under `BODY_READ_TIMEOUT_MS`: past it 408 `request_timeout`, see
+/// `body`) before any route's own layers, and envelope fallbacks for unknown routes and methods.
+/// Admission is not here: it guards only the routes that need it, and runs after the body is in
+/// hand.
 pub fn http_layers(router: Router, max_buffered_body: usize) -> Router {
     router
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
-        .layer(middleware::from_fn_with_state(
-            max_buffered_body,
-            read_body_first,
-        ))
+        .layer(ReadBodyFirstLayer::new(max_buffered_body, body::api_error))
         .layer(middleware::from_fn(metrics::track_http))
         .layer(
             TraceLayer::new_for_http()
@@ -118,77 +111,6 @@ pub fn http_layers(router: Router, max_buffered_body: usize) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// Reads the request body before the route (and so before admission control) sees the request,
-/// so a client trickling its body holds a connection, never an admission slot. The listener's
-/// body-read deadline (`BODY_READ_TIMEOUT_MS`) bounds the read: past it the answer is 408
-/// `request_timeout` and the connection is closed. Memory is bounded by `limit` per request: a
-/// body larger than that (only a route accepting more would want it) is passed on as what was read
-/// followed by the rest, still under the same deadline. Requests without a body pass untouched.
-pub async fn read_body_first(
-    State(limit): State<usize>,
-    request: Request<Body>,
-    next: Next,
-) -> Response {
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let (parts, mut body) = request.into_parts();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut read = 0usize;
-    let complete = loop {
-        if read > limit {
-            break false;
-        }
-        match body.frame().await {
-            None => break true,
-            Some(Ok(frame)) => {
-                // Trailers are dropped: no route reads them.
-                if let Ok(data) = frame.into_data() {
-                    read += data.len();
-                    chunks.push(data);
-                }
-                if body.is_end_stream() {
-                    break true;
-                }
-            }
-            Some(Err(e)) => return body_error(e),
-        }
-    };
-    let buffered = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(read);
-            for chunk in &chunks {
-                all.extend_from_slice(chunk);
-            }
-            all.freeze()
-        }
-    };
-    let body = if complete {
-        Body::from(buffered)
-    } else {
-        let rest = body.into_data_stream();
-        Body::from_stream(futures_util::stream::once(async move { Ok(buffered) }).chain(rest))
-    };
-    next.run(Request::from_parts(parts, body)).await
-}
-
-/// The answer when the body could not be read: 408 past the deadline, else 400 (the client broke
-/// off; nobody reads the answer). The connection closes either way: the body is unfinished.
-fn body_error(e: axum::Error) -> Response {
-    let inner = e.into_inner();
-    let mut response = match inner.downcast_ref::<BodyReadTimeout>() {
-        Some(timeout) => ApiError::request_timeout(timeout.to_string()).into_response(),
-        None => ApiError::bad_request(format!("the request body could not be read: {inner}"))
-            .into_response(),
-    };
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// The accept queue asked of the kernel (capped by `net.core.somaxconn`). The standard library's

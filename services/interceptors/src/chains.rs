@@ -3,16 +3,20 @@
 //! server (S1)" lists them. A benchmark comparing two listeners measures the difference between
 //! two of these stacks and nothing else.
 //!
-//! Outside every chain, the same on all five, is `body_first`: the request body is read whole (up
-//! to `connect::MAX_MESSAGE_BYTES`, under `BODY_READ_TIMEOUT_MS`) before the first interceptor, so
-//! a client trickling its body never holds the full chain's concurrency slot or runs down its
-//! deadline; past the body-read deadline it is answered `deadline_exceeded` (504) and closed.
+//! Outside every chain, the same on all five, is `common::body::ReadBodyFirstLayer`: the request
+//! body is read whole (up to `connect::MAX_MESSAGE_BYTES`, under `BODY_READ_TIMEOUT_MS`) before
+//! the first interceptor, so a client trickling its body never holds the full chain's concurrency
+//! slot or runs down its deadline; past the body-read deadline it is answered `deadline_exceeded`
+//! (504, `connect::body_read_failure`) and closed. It is not an interceptor:
+//! `Chain::interceptor_count` does not count it, and a request whose body is already complete
+//! passes it with no allocation or timer.
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use common::body::ReadBodyFirstLayer;
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower::timeout::TimeoutLayer;
@@ -21,9 +25,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::body_first::ReadBodyFirstLayer;
 use crate::config::ChainSettings;
-use crate::connect::{Code, ConnectError, MAX_MESSAGE_BYTES};
+use crate::connect::{self, Code, ConnectError, MAX_MESSAGE_BYTES};
 use crate::greeter::{self, SayHelloRequest};
 use crate::interceptor::access_log::access_log;
 use crate::interceptor::limit::{ConcurrencyLimit, limit_concurrency};
@@ -134,9 +137,12 @@ async fn method_not_allowed() -> Response {
     error.into_response()
 }
 
-/// The listener's router: its routes wrapped in its chain, and the chain in `body_first`.
+/// The listener's router: its routes wrapped in its chain, and the chain in the body read.
 pub fn router(chain: Chain, settings: &ChainSettings) -> Router {
-    chain_router(chain, settings).layer(ReadBodyFirstLayer::new(MAX_MESSAGE_BYTES))
+    chain_router(chain, settings).layer(ReadBodyFirstLayer::new(
+        MAX_MESSAGE_BYTES,
+        connect::body_read_failure,
+    ))
 }
 
 /// The routes wrapped in the chain's interceptors.

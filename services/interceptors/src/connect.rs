@@ -13,6 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use common::body::BodyReadFailure;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -104,6 +105,18 @@ impl IntoResponse for ConnectError {
         )
             .into_response()
     }
+}
+
+/// The answer when a request body could not be read (`common::body::ReadBodyFirstLayer`, outside
+/// every chain, adds `Connection: close`): past `BODY_READ_TIMEOUT_MS`, `deadline_exceeded` (504)
+/// — the code for a call that did not complete in time, here because its request did not — and
+/// `invalid_argument` for any other failure (the client broke off).
+pub fn body_read_failure(failure: BodyReadFailure) -> Response {
+    let code = match failure {
+        BodyReadFailure::TimedOut(_) => Code::DeadlineExceeded,
+        BodyReadFailure::Unreadable(_) => Code::InvalidArgument,
+    };
+    ConnectError::new(code, failure.to_string()).into_response()
 }
 
 /// A success: the response message as JSON.
@@ -199,6 +212,17 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::header;
+    use axum::routing::post;
+    use common::body::ReadBodyFirstLayer;
+    use common::listener::BodyReadTimeout;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
     use super::*;
 
     #[test]
@@ -227,5 +251,40 @@ mod tests {
             check_headers(&headers).unwrap_err().code,
             Code::InvalidArgument
         );
+    }
+
+    #[tokio::test]
+    async fn the_body_deadline_is_deadline_exceeded_and_closes() {
+        let echo = Router::new()
+            .route("/", post(|body: Bytes| async move { body }))
+            .layer(ReadBodyFirstLayer::new(64, body_read_failure));
+        let stalled = futures_util::stream::once(async { Ok::<_, axum::BoxError>("{") }).chain(
+            futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Err(BodyReadTimeout(Duration::from_millis(10)).into())
+            }),
+        );
+        let request = Request::post("/").body(Body::from_stream(stalled)).unwrap();
+        let response = echo.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 504);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "deadline_exceeded");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("BODY_READ_TIMEOUT_MS"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_broken_body_is_invalid_argument() {
+        let response = body_read_failure(BodyReadFailure::Unreadable("connection reset".into()));
+        assert_eq!(response.status(), 400);
     }
 }

@@ -3,7 +3,6 @@
 //! `/ready` and `/metrics` on `HTTP_ADDR` and pprof on `PPROF_ADDR` like every service. It needs
 //! no other service. `start` (tests) and `build` (`main`) make the same process.
 
-pub mod body_first;
 pub mod chains;
 pub mod config;
 pub mod connect;

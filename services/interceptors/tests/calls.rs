@@ -297,8 +297,8 @@ async fn the_full_chain_compresses_large_replies_only() {
     server.stop().await;
 }
 
-/// The concurrency limit counts calls whose body is whole (`body_first` reads it before the chain;
-/// the limit's own shedding is tested in `interceptor::limit`): with one slot, a call whose
+/// The concurrency limit counts calls whose body is whole (`common::body` reads it before the
+/// chain; the limit's own shedding is tested in `interceptor::limit`): with one slot, a call whose
 /// streamed body is still arriving does not stop another from being served, and completes once
 /// its body does.
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! finishes its headers (or its TLS handshake) is closed within `HEADER_READ_TIMEOUT_MS`, and a
 //! prompt one is still served. A client that trickles its body is answered `deadline_exceeded`
 //! within `BODY_READ_TIMEOUT_MS` and closed, and meanwhile holds no slot of the full chain's
-//! concurrency limit (`body_first`).
+//! concurrency limit (`common::body::ReadBodyFirstLayer`).
 
 mod support;
 
