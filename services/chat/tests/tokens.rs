@@ -18,6 +18,8 @@ async fn a_chat_sign_up_token_opens_chat_only_and_a_gateway_token_never_opens_ch
     let gateway = spawn_gateway(&[("MESSAGES_URL", messages.url("").as_str())]).await;
     let client = http();
     let user = chat.sign_up(&client).await;
+    let event = json!({"x": 1});
+    let call = json!({"call_id": "c1", "state": "INITIATED", "from": "1", "to": "2"});
 
     // Chat takes its own token.
     let (status, body) = chat
@@ -31,86 +33,70 @@ async fn a_chat_sign_up_token_opens_chat_only_and_a_gateway_token_never_opens_ch
         .await;
     assert_eq!(status, 200, "{body}");
 
-    // The gateway and messages refuse it, on every kind of route.
-    let event = json!({"x": 1});
-    let (status, body) = gateway
-        .send(
-            &client,
+    // The gateway and messages refuse it, on every kind of route, saying why; and chat refuses a
+    // gateway token (no audience, the S0 source's shape).
+    let gateway_token = token("1");
+    let refused = [
+        (
+            &gateway,
             Method::POST,
             "/api/v1/events/storm.events",
-            Some(&user.token),
+            &user.token,
             Some(&event),
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("another service"),
-        "{body}"
-    );
-    let (status, body) = gateway
-        .send(
-            &client,
+        ),
+        (
+            &gateway,
             Method::POST,
             "/publish",
-            Some(&user.token),
+            &user.token,
             Some(&event),
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
-    let (status, body) = gateway
-        .send(
-            &client,
+        ),
+        (
+            &gateway,
             Method::GET,
             "/api/v1/channels/general/messages",
-            Some(&user.token),
+            &user.token,
             None,
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
-    let (status, body) = messages
-        .send(
-            &client,
+        ),
+        (
+            &messages,
             Method::GET,
             "/api/v1/channels/general/messages",
-            Some(&user.token),
+            &user.token,
             None,
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
-    let call = json!({"call_id": "c1", "state": "INITIATED", "from": "1", "to": "2"});
-    let (status, body) = messages
-        .send(
-            &client,
+        ),
+        (
+            &messages,
             Method::POST,
             "/api/v1/demo/events/call",
-            Some(&user.token),
+            &user.token,
             Some(&call),
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
+        ),
+        (
+            &chat,
+            Method::GET,
+            "/api/v1/applications",
+            &gateway_token,
+            None,
+        ),
+    ];
+    for (app, method, path, bearer, payload) in refused {
+        let (status, body) = app
+            .send(&client, method.clone(), path, Some(bearer), payload)
+            .await;
+        assert_eq!(
+            refusal(status, &body),
+            (401, Some("unauthorized")),
+            "{method} {path}: {body}"
+        );
+        let why = body["error"]["message"].as_str().unwrap_or_default();
+        let expected = if *bearer == user.token {
+            "another service"
+        } else {
+            "aud and iss"
+        };
+        assert!(why.contains(expected), "{method} {path}: {body}");
+    }
     let upgrade = tokio_tungstenite::connect_async(gateway.ws_url(&format!(
         "/api/v1/ws?subscribe=storm.events&access_token={}",
         user.token
@@ -120,22 +106,6 @@ async fn a_chat_sign_up_token_opens_chat_only_and_a_gateway_token_never_opens_ch
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("a chat token upgraded a gateway socket: {other:?}"),
     }
-
-    // A gateway token (no audience, the S0 source's shape) is not chat's.
-    let (status, body) = chat
-        .send(
-            &client,
-            Method::GET,
-            "/api/v1/applications",
-            Some(&token("1")),
-            None,
-        )
-        .await;
-    assert_eq!(
-        refusal(status, &body),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
 }
 
 #[tokio::test]
