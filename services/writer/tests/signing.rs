@@ -132,6 +132,22 @@ async fn row(pool: &PgPool, chat_id: i64, number: i32) -> Stored {
     .unwrap()
 }
 
+/// Stores `message` the way a writer does (its id on the row), bypassing the queue.
+async fn store_as_a_writer_would(pool: &PgPool, message: &QueuedMessage) {
+    sqlx::query(
+        "INSERT INTO chat_messages (chat_id, number, body, created_at, message_id)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(message.chat_id)
+    .bind(message.number)
+    .bind(&message.body)
+    .bind(message.created_at)
+    .bind(message.id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 async fn rows_of(pool: &PgPool, chat_id: i64) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM chat_messages WHERE chat_id = $1")
         .bind(chat_id)
@@ -338,18 +354,7 @@ async fn conflicts_are_dead_lettered_on_the_row_by_row_path_too() {
     let chat_id = chat_id(&pool, &app, 1).await;
     // A stored message, as a writer stored it (its id on the row).
     let stored = QueuedMessage::new(chat_id, 900, "stored".into());
-    sqlx::query(
-        "INSERT INTO chat_messages (chat_id, number, body, created_at, message_id)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(stored.chat_id)
-    .bind(stored.number)
-    .bind(&stored.body)
-    .bind(stored.created_at)
-    .bind(stored.id)
-    .execute(&pool)
-    .await
-    .unwrap();
+    store_as_a_writer_would(&pool, &stored).await;
     let before = row(&pool, chat_id, 900).await;
 
     // All queued before the writer starts, so they arrive in one batch: the ghost (a chat that does
@@ -472,18 +477,7 @@ async fn a_batch_ending_in_a_dead_letter(last: Last) {
     let chat_id = chat_id(&pool, &app, 1).await;
     // For the conflict: a stored message, as a writer stored it (its id on the row).
     let stored = QueuedMessage::new(chat_id, 900, "stored".into());
-    sqlx::query(
-        "INSERT INTO chat_messages (chat_id, number, body, created_at, message_id)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(stored.chat_id)
-    .bind(stored.number)
-    .bind(&stored.body)
-    .bind(stored.created_at)
-    .bind(stored.id)
-    .execute(&pool)
-    .await
-    .unwrap();
+    store_as_a_writer_would(&pool, &stored).await;
 
     // Queued before the writer starts, exactly WRITER_BATCH_SIZE of them: one batch, flushed
     // because it is full, the dead letter its last delivery.
