@@ -16,7 +16,10 @@ The Chat API performance test (S4) against the chat service at CHAT_URL:
            messages, 50/50), each at its target rate at once (open model: every request on a
            timetable, latency from its intended send time, no sampling); a progress line every 5 s
 then the result block. PASS: throughput ≥ 100 % of each target and success ≥ 99.9 % (the source's
-bar — ≥ 50 % and > 95 % — is printed beside it). Afterwards: waits until the RabbitMQ queue is
+bar — ≥ 50 % and > 95 % — is printed beside it). Its CPU lines count the whole machine's busy CPU
+over Phase 3 (/proc/stat: every process and the kernel) per answered request; the generator shares
+the cores, so its own share is printed beside it, with chat's, the writer's, Postgres', RabbitMQ's
+and Redis' (µs per request and % of one core). Afterwards: waits until the RabbitMQ queue is
 empty (target: within 2 s of the test's end) and runs scripts/audit-chat.sh on the 202s.
 
 Options:

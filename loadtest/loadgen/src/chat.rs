@@ -13,6 +13,8 @@
 //!   (even tickets list a page of chats, odd ones a page of messages of a random chat). Every
 //!   request is recorded in HDR histograms from its *intended* send time (the source sampled 1 %
 //!   and timed from the actual send).
+//!   `/proc` is read just before and just after it: the whole machine's CPU per answered request,
+//!   the generator included and its own share beside it (`cpu`).
 //!
 //! Connections: `workers` are pre-opened and split between writes and reads, first in proportion to
 //! their rates (100 at 5,000 + 10,000/s → 33 + 67), then after the warm-up in proportion to what
@@ -37,6 +39,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
+use crate::cpu::{self, CpuReport};
 use crate::engine::{self, Engine, RequestSource, Sender, Totals};
 use crate::report::{self, Header, RunClock};
 use crate::schedule::{Dispatcher, Schedule, Ticket};
@@ -715,6 +718,9 @@ pub struct ChatReport {
     /// Read latency (from the intended send time) per endpoint.
     pub read_endpoints: BTreeMap<String, Summary>,
     pub accepted: AcceptedReport,
+    /// The whole machine's CPU over Phase 3 per answered request, and each process's share;
+    /// null where `/proc` cannot be read or no request was answered.
+    pub cpu: Option<CpuReport>,
     /// Both ops met our bar: throughput ≥ 100 % of target, success ≥ 99.9 %.
     pub pass: bool,
     /// Both ops met the source's bar: throughput ≥ 50 % of target, success > 95 %.
@@ -990,7 +996,7 @@ pub fn op_lines(title: &str, unit: &str, op: &OpReport) -> Vec<String> {
 
 impl ChatReport {
     /// The source's result block, then what we add: the bars, how latency was measured, the
-    /// reads per endpoint, the accepted list and the machine.
+    /// reads per endpoint, the accepted list, the CPU per request and the machine.
     pub fn lines(&self) -> Vec<String> {
         let mut lines = vec![
             String::new(),
@@ -1050,6 +1056,12 @@ impl ChatReport {
         ));
         if let Some(f) = &a.refused_file {
             lines.push(format!("Refused:  {} writes → {f}", group(a.refused)));
+        }
+        match &self.cpu {
+            Some(cpu) => lines.extend(cpu.lines()),
+            None => lines.push(
+                "CPU: not measured (/proc/stat unreadable, or no request answered)".to_string(),
+            ),
         }
         lines.extend(report::header_lines(&self.header));
         lines
@@ -1255,12 +1267,15 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
         plain(config.duration.as_secs_f64())
     );
     println!();
+    // The measured window's CPU: read before the timetables start and after the last answer.
+    let cpu_start = cpu::sample();
     let test = run_phase(
         plan(1.0, config.duration, TEST_SALT, config.progress),
         write_senders,
         read_senders,
     )
     .await;
+    let cpu_end = cpu::sample();
 
     let writes = OpReport::of(
         &test.writes,
@@ -1276,6 +1291,15 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
         read_connections,
         config.duration,
     );
+    let cpu = match (&cpu_start, &cpu_end) {
+        (Some(start), Some(end)) => cpu::window(
+            start,
+            end,
+            writes.completed + reads.completed,
+            cpu::ticks_per_second(),
+        ),
+        _ => None,
+    };
     let mut read_endpoints = BTreeMap::new();
     for (i, name) in READ_ENDPOINTS.iter().enumerate() {
         let mut tally = Tally::default();
@@ -1353,6 +1377,7 @@ pub async fn run_chat(config: ChatConfig, clock: RunClock) -> anyhow::Result<Cha
         reads,
         read_endpoints,
         accepted,
+        cpu,
         fail_exit: config.fail_exit,
     })
 }

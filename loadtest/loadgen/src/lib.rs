@@ -5,11 +5,13 @@
 //!
 //! Layout: `cli` (arguments → validated configs), `target` (loopback-only URLs), `schedule` (the
 //! timetable and its pacer), `stats` (histograms, counters), `engine` (HTTP connections: the `http` subcommand and the fan-out's publisher),
-//! `ws` (fan-out), `chat` (the S4 Chat API test), `calibrate`, `machine` (fingerprint), `report` (JSON and the human block).
+//! `ws` (fan-out), `chat` (the S4 Chat API test), `cpu` (whole-machine CPU per request, from /proc),
+//! `calibrate`, `machine` (fingerprint), `report` (JSON and the human block).
 
 pub mod calibrate;
 pub mod chat;
 pub mod cli;
+pub mod cpu;
 pub mod engine;
 pub mod machine;
 pub mod report;

@@ -525,6 +525,12 @@ async fn chat_mode_accounts_for_every_write_to_a_real_chat_service() {
             "chat {app}/{number}: rows differ from the 202s {numbers:?}"
         );
     }
+    // The result block says what the machine's CPU per request was (or why it was not measured).
+    assert!(
+        report.lines().iter().any(|l| l.starts_with("CPU: ")),
+        "{:#?}",
+        report.lines()
+    );
     let json: Value = serde_json::to_value(Report::Chat(report)).unwrap();
     assert_eq!(json["schema"], "storm-loadgen/1");
     assert_eq!(json["kind"], "chat");
@@ -544,6 +550,43 @@ async fn chat_mode_accounts_for_every_write_to_a_real_chat_service() {
         );
     }
     assert_eq!(json["pass"], true);
+    // The measured window's CPU (Linux: from /proc): every answered request of Phase 3, the
+    // machine's figure and each group's share, the generator's beside it.
+    if std::path::Path::new("/proc/stat").exists() {
+        let cpu = &json["cpu"];
+        assert_eq!(cpu["requests"], 240, "{cpu:#}");
+        for field in [
+            "cores",
+            "clock_ticks_per_s",
+            "window_s",
+            "machine_busy_s",
+            "machine_cpu_percent",
+            "idle_percent",
+            "us_per_request",
+            "generator_us_per_request",
+            "generator_cpu_percent",
+        ] {
+            assert!(cpu[field].is_number(), "{field} in {cpu:#}");
+        }
+        for group in [
+            "chat",
+            "writer",
+            "postgres",
+            "rabbitmq",
+            "redis",
+            "generator",
+        ] {
+            let share = &cpu["processes"][group];
+            assert!(
+                share["cpu_percent"].is_number()
+                    && share["us_per_request"].is_number()
+                    && share["pids"].is_array(),
+                "{group} in {cpu:#}"
+            );
+        }
+        assert!(cpu["other"]["us_per_request"].is_number(), "{cpu:#}");
+        assert!(cpu["window_s"].as_f64().unwrap() >= 2.0, "{cpu:#}");
+    }
     let _ = std::fs::remove_file(&accepted);
     let _ = std::fs::remove_file(format!("{}.refused", accepted.display()));
     writer.stop().await.unwrap();
