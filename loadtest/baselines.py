@@ -5,13 +5,14 @@ scripts/run-all.sh owns the stack and the tools and calls `run`; the other comma
 
   baselines.py list    [--only a,b] [--tools]     the scenarios (or the tools they need); exit 2 on an unknown name
   baselines.py run     --gateway URL --results DIR [--chat URL] [--loadgen BIN] [--quick] [--repeats N]
-                       [--only a,b] [--gateway-pid PID] [--baselines PATH]
+                       [--only a,b] [--gateway-pid PID] [--chat-pid PID] [--baselines PATH]
                        [--interceptors-host HOST] [--interceptors-admin URL] [--interceptors-pid PID]
   baselines.py report  --results DIR [--out PATH] [--baselines PATH]   rebuild the Markdown from a results dir
 
 A results dir is self-contained: run.json (what ran, how, exit status, CPU time), a copy of the
 manifest, one JSON and one log per run. `report` needs nothing else, so a table can be re-rendered
-(or its layout changed) without running anything again.
+(or its layout changed) without running anything again. Each run records the CPU share of the
+server it loads (`server`: the gateway; storm-interceptors for S1; storm-chat for S4).
 
 The rule this file must not break: every figure in the Markdown is read from a result file of a
 run in the results dir; a value that is missing is printed "n/a", never filled in. The
@@ -192,8 +193,8 @@ def _row(where: str, raw: dict) -> Row:
     for key in ("metric", "value", "unit", "source"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UsageError(f"{where}: missing '{key}'")
-    if raw["unit"] not in ("ms", "s", "%", "count") and not raw["unit"].endswith("/s"):
-        raise UsageError(f"{where}: unit must be ms, s, %, count or a rate ending in /s, got {raw['unit']!r}")
+    if raw["unit"] not in ("ms", "µs", "s", "%", "count") and not raw["unit"].endswith("/s"):
+        raise UsageError(f"{where}: unit must be ms, µs, s, %, count or a rate ending in /s, got {raw['unit']!r}")
     target = None
     if "target" in raw:
         match = TARGET_RE.match(str(raw["target"]))
@@ -380,6 +381,16 @@ def uses_interceptors(scenario: Scenario) -> bool:
     return any("{interceptors_host}" in part for part in scenario.command + list(scenario.env.values()))
 
 
+def server_of(scenario: Scenario) -> str:
+    """The server a scenario loads, whose CPU share its runs record: storm-interceptors (S1),
+    storm-chat (S4, {chat}), else the gateway."""
+    if uses_interceptors(scenario):
+        return "storm-interceptors"
+    if uses_chat(scenario):
+        return "storm-chat"
+    return "gateway"
+
+
 def quick_changes(scenario: Scenario) -> str:
     """What --quick changes, e.g. "--subscribers 200 --duration 3s" or "DURATION=5s PUB_VUS=2"."""
     parts = [f"{k} {v}" for k, v in scenario.quick_set.items()] + [f"{k}={v}" for k, v in scenario.quick_env.items()]
@@ -431,10 +442,12 @@ def execute(
     results: Path,
     quick: bool,
     subst: dict[str, str],
-    gateway_pid: int | None,
+    server_pid: int | None,
+    server: str | None = None,
 ) -> dict:
     """Run one repetition; return its run.json entry (status ok|failed|timeout|no-result).
-    `gateway_pid` is the server whose CPU share is recorded (for S1: storm-interceptors)."""
+    `server_pid` is the server whose CPU share is recorded (`server`: the gateway, storm-interceptors
+    for S1, storm-chat for S4) in `gateway_cpu_percent` (the key predates the other servers)."""
     stem = scenario.name if repeat is None else f"{scenario.name}.r{repeat}"
     out, log_path = results / f"{stem}.json", results / f"{stem}.log"
     argv, extra_env = render_command(scenario, quick, {**subst, "out": str(out)})
@@ -450,13 +463,14 @@ def execute(
                                    else shown_env(argv, extra_env, subst["gateway"], subst.get("chat"))),
         "result": out.name,
         "log": log_path.name,
+        "server": server,
         "problems": [],
         "notes": [],
     }
     env = {**os.environ, "GATEWAY_URL": subst["gateway"], **extra_env}
     if subst.get("chat"):
         env.setdefault("CHAT_URL", subst["chat"])
-    cpu_before, gw_before = children_cpu_seconds(), proc_cpu_seconds(gateway_pid)
+    cpu_before, gw_before = children_cpu_seconds(), proc_cpu_seconds(server_pid)
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
         try:
@@ -475,7 +489,7 @@ def execute(
             kill_group(proc)
             raise
     elapsed = time.monotonic() - started
-    gw_after = proc_cpu_seconds(gateway_pid)
+    gw_after = proc_cpu_seconds(server_pid)
     entry.update(
         exit=code,
         elapsed_s=round(elapsed, 3),
@@ -542,13 +556,21 @@ def machine_info() -> dict:
     return info
 
 
+def binary_of(pid: int | None) -> str | None:
+    """The executable of a running process, relative to the repository when inside it."""
+    if not pid:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/exe").replace(str(ROOT) + "/", "")
+    except OSError:
+        return None
+
+
 def gateway_info(url: str, pid: int | None) -> dict:
     info: dict = {"url": url, "pid": pid}
-    if pid:
-        try:
-            info["binary"] = os.readlink(f"/proc/{pid}/exe").replace(str(ROOT) + "/", "")
-        except OSError:
-            pass
+    binary = binary_of(pid)
+    if binary:
+        info["binary"] = binary
     try:
         with urllib.request.urlopen(f"{url}/api/metrics", timeout=3) as response:
             snapshot = json.load(response)
@@ -560,11 +582,17 @@ def gateway_info(url: str, pid: int | None) -> dict:
 
 def interceptors_info(host: str, admin: str, pid: int | None) -> dict:
     info: dict = {"host": host, "admin_url": admin, "pid": pid}
-    if pid:
-        try:
-            info["binary"] = os.readlink(f"/proc/{pid}/exe").replace(str(ROOT) + "/", "")
-        except OSError:
-            pass
+    binary = binary_of(pid)
+    if binary:
+        info["binary"] = binary
+    return info
+
+
+def chat_info(url: str, pid: int | None) -> dict:
+    info: dict = {"url": url, "pid": pid}
+    binary = binary_of(pid)
+    if binary:
+        info["binary"] = binary
     return info
 
 
@@ -621,7 +649,7 @@ def cmd_run(args) -> int:
         "commit": commit_id(),
         "machine": machine_info(),
         "gateway": gateway_info(gateway, args.gateway_pid),
-        "chat": {"url": chat} if any(uses_chat(s) for s in selected) else None,
+        "chat": chat_info(chat, args.chat_pid) if any(uses_chat(s) for s in selected) else None,
         "interceptors": interceptors_info(interceptors_host, interceptors_admin, args.interceptors_pid) if s1 else None,
         "tools": {},
         "calibrate": None,
@@ -663,18 +691,19 @@ def cmd_run(args) -> int:
                 "INTERCEPTORS_HOST / INTERCEPTORS_ADMIN_URL)")
         for scenario in selected:
             runs = scenario.runs(repeats)
-            server_pid = args.interceptors_pid if uses_interceptors(scenario) else args.gateway_pid
+            server = server_of(scenario)
+            server_pid = {"storm-interceptors": args.interceptors_pid, "storm-chat": args.chat_pid}.get(
+                server, args.gateway_pid)
             for repeat in range(1, runs + 1):
                 done += 1
                 what = f"quick: {quick_changes(scenario)}" if quick else scenario.title
                 log(f"[{done}/{total}] {scenario.name} run {repeat}/{runs}: {what}")
-                entry = execute(scenario, repeat, results, quick, subst, server_pid)
+                entry = execute(scenario, repeat, results, quick, subst, server_pid, server)
                 run["runs"].append(entry)
                 save()
                 result = load_result(results, entry)
                 cpu = f"generator CPU {fmt_pct(entry.get('generator_cpu_percent'))}"
                 if entry.get("gateway_cpu_percent") is not None:
-                    server = "storm-interceptors" if uses_interceptors(scenario) else "gateway"
                     cpu += f", {server} {fmt_pct(entry['gateway_cpu_percent'])}"
                 if entry["status"] == "ok":
                     log(f"    {summarize(scenario, result)}  ({entry['elapsed_s']:.1f} s, {cpu})")
@@ -747,6 +776,8 @@ def fmt_number(value: float, unit: str) -> str:
         if value >= 1000:
             return f"{value:,.0f}"
         return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
+    if unit == "µs":
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
     if unit == "%":
         pct = value * 100
         return f"{pct:.4f}" if 0 < pct < 0.01 else f"{pct:.2f}"
@@ -762,7 +793,7 @@ def plain_number(value: float) -> str:
 
 
 def unit_suffix(unit: str) -> str:
-    return {"ms": " ms", "s": " s", "%": " %", "count": "", "/s": "/s"}.get(unit, f" {unit}")
+    return {"ms": " ms", "µs": " µs", "s": " s", "%": " %", "count": "", "/s": "/s"}.get(unit, f" {unit}")
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -919,7 +950,9 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
         gw += f", admission {admission['workers']} workers + {admission.get('queue_capacity')} queued"
     out.append(gw + ".")
     if (run.get("chat") or {}).get("url") and any(uses_chat(s) for s in ran):
-        out.append(f"- **Chat service** (S4): {run['chat']['url']}.")
+        text = f"- **Chat service** (S4): {run['chat']['url']}"
+        text += f", `{run['chat']['binary']}`" if run["chat"].get("binary") else ""
+        out.append(text + ".")
     interceptors = run.get("interceptors") or {}
     if interceptors.get("host") and any(uses_interceptors(s) for s in ran):
         text = (f"- **Interceptor-overhead server** (S1): `storm-interceptors` on {interceptors['host']} "
@@ -981,7 +1014,7 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
                 fmt_pct(statistics.median(gw_cpu)) if gw_cpu else "n/a",
                 f"{ok} of {len(entries)} ok",
             ])
-        server = "storm-interceptors CPU" if any(uses_interceptors(s) for s in scenarios) else "gateway CPU"
+        server = server_column(scenarios, by_scenario)
         out += md_table(["scenario", "what", "generator", "generator CPU", server, "runs"], cpu_rows)
         out += ["", "Commands (run 1 of each; the k6 token is minted by `perf-load.sh` (`ACCESS_TOKEN`) or "
                 "`k6-run.sh` (`TOKEN`), storm-loadgen mints its own from `JWT_SECRET`):", "", "```sh"]
@@ -1011,6 +1044,18 @@ def render_report(results: Path, run: dict, notes: str | None) -> str:
                    "(hand-written analysis goes here: what bounds each figure, profiles, what changed)")
         out.append(NOTES_END)
     return "\n".join(out).rstrip() + "\n"
+
+
+def server_column(scenarios: list[Scenario], by_scenario: dict[str, list[dict]]) -> str:
+    """"storm-chat CPU": the server whose CPU share a table's runs recorded. A run says which
+    (`server`); one written before runs said so was storm-interceptors' for S1, else the gateway's."""
+    servers: list[str] = []
+    for scenario in scenarios:
+        for entry in by_scenario[scenario.name]:
+            server = entry.get("server") or ("storm-interceptors" if uses_interceptors(scenario) else "gateway")
+            if server not in servers:
+                servers.append(server)
+    return " / ".join(servers or ["gateway"]) + " CPU"
 
 
 def write_reports(results: Path, run: dict, baselines: Path, publish: bool) -> Path:
@@ -1079,6 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--only", default=None)
     p.add_argument("--gateway-pid", type=int, default=None)
+    p.add_argument("--chat-pid", type=int, default=None, help="storm-chat's pid, for its CPU share in the S4 runs")
     p.add_argument("--interceptors-host", default=None,
                    help=f"storm-interceptors' host, {{interceptors_host}} (default $INTERCEPTORS_HOST, else {DEFAULT_INTERCEPTORS_HOST})")
     p.add_argument("--interceptors-admin", default=None,

@@ -160,6 +160,41 @@ class ManifestTest(unittest.TestCase):
                 with self.subTest(scenario=scenario.name, row=row.metric):
                     self.assertIsNotNone(row.lookup(shape), f"{row.value} not found in the {scenario.tool} result")
 
+    def test_the_chat_result_carries_the_machine_cpu_per_request(self):
+        # storm-loadgen chat's `cpu` object (the Rust side checks the fixture against what it
+        # writes): the whole machine over Phase 3, each process group, the generator beside it.
+        cpu = json.loads((FIXTURES / "loadgen-chat.json").read_text())["cpu"]
+        for key in ("cores", "clock_ticks_per_s", "window_s", "requests", "machine_busy_s", "machine_cpu_percent",
+                    "idle_percent", "us_per_request", "generator_us_per_request", "generator_cpu_percent"):
+            with self.subTest(key=key):
+                self.assertIsInstance(cpu[key], (int, float))
+        self.assertEqual(set(cpu["processes"]), {"chat", "writer", "postgres", "rabbitmq", "redis", "generator"})
+        for name, share in cpu["processes"].items():
+            with self.subTest(process=name):
+                self.assertEqual(set(share), {"cpu_percent", "us_per_request", "pids"})
+        self.assertEqual(set(cpu["other"]), {"cpu_percent", "us_per_request"})
+        self.assertEqual(cpu["generator_us_per_request"], cpu["processes"]["generator"]["us_per_request"])
+        # the parts add up to the whole (each rounded to 0.1 µs)
+        parts = sum(s["us_per_request"] for s in cpu["processes"].values()) + cpu["other"]["us_per_request"]
+        self.assertAlmostEqual(parts, cpu["us_per_request"], delta=0.5)
+        # every S4 storm-loadgen scenario puts the figure and the generator's part in its table
+        manifest = baselines.load_manifest()
+        s4 = [s for s in manifest.scenarios if s.source == "S4" and s.tool == "loadgen"]
+        self.assertEqual({s.name for s in s4}, {"s4-chat-api", "s4-chat-api-knee"})
+        for scenario in s4:
+            with self.subTest(scenario=scenario.name):
+                values = {row.value: row.unit for row in scenario.rows}
+                self.assertEqual(values.get("cpu.us_per_request"), "µs")
+                self.assertEqual(values.get("cpu.generator_us_per_request"), "µs")
+
+    def test_each_scenario_names_the_server_whose_cpu_it_records(self):
+        by_name = {s.name: s for s in baselines.load_manifest().scenarios}
+        for name, server in [("s4-chat-api", "storm-chat"), ("s4-chat-api-knee", "storm-chat"),
+                             ("s4-chat-api-k6", "storm-chat"), ("s1-interceptor-overhead", "storm-interceptors"),
+                             ("s3-users", "gateway"), ("s0-perf-load-baseline", "gateway")]:
+            with self.subTest(scenario=name):
+                self.assertEqual(baselines.server_of(by_name[name]), server)
+
     def test_a_bad_manifest_is_one_line_naming_the_entry(self):
         bad = Path(tempfile.mkstemp(suffix=".toml")[1])
         self.addCleanup(bad.unlink)
@@ -254,6 +289,9 @@ class FormatTest(unittest.TestCase):
         self.assertEqual(baselines.measured([], "ms", 3), "n/a")
         self.assertEqual(baselines.fmt(0.0331, "%"), "3.31 %")
         self.assertEqual(baselines.fmt(3.0, "s"), "3.0 s")
+        self.assertEqual(baselines.fmt(289.0, "µs"), "289 µs")
+        self.assertEqual(baselines.fmt(41.25, "µs"), "41.2 µs")
+        self.assertEqual(baselines.measured([1210.0, 1290.4, 1250.0], "µs", 3), "1,250 µs (1,210–1,290 µs)")
 
     def test_a_value_path_may_index_a_list(self):
         result = {"stress": {"stages": [{"req_per_s": 10.0}, {"req_per_s": 20.5}]}}
@@ -357,7 +395,8 @@ class QuickRunTest(Base):
         self.assertNotIn("SMOKE FAIL s2-call-state-updates", proc.stderr)
 
     def test_quick_chat_run_fails_on_a_5xx_and_reaches_the_chat_service(self):
-        proc = self.run_baselines("--quick", "--only", "s4-chat-api,s4-chat-api-k6", FAKE_CHAT_503="3")
+        proc = self.run_baselines("--quick", "--only", "s4-chat-api,s4-chat-api-k6", "--chat-pid", str(os.getpid()),
+                                  FAKE_CHAT_503="3")
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn("SMOKE FAIL s4-chat-api run 1: 3 5xx answers to writes", proc.stderr)
         self.assertIn("chat service at http://127.0.0.1:7 does not answer /ready", proc.stderr)
@@ -365,6 +404,17 @@ class QuickRunTest(Base):
         self.assertIn("chat --url http://127.0.0.1:7 --writes 50 --reads 100", chat["command"])
         k6 = json.loads((self.results / "s4-chat-api-k6.r1.json").read_text())
         self.assertEqual((k6["config"]["CHAT_URL"], k6["config"]["WRITE_RATE"]), ("http://127.0.0.1:7", "20"))
+        # the CPU share recorded beside an S4 run is the chat service's (--chat-pid), not the gateway's
+        run = json.loads((self.results / "run.json").read_text())
+        self.assertEqual(run["chat"]["pid"], os.getpid())
+        for entry in run["runs"]:
+            with self.subTest(run=entry["scenario"]):
+                self.assertEqual(entry["server"], "storm-chat")
+                self.assertIsNotNone(entry["gateway_cpu_percent"])
+        report = (self.results / "BASELINES.quick.md").read_text()
+        self.assertIn("| scenario | what | generator | generator CPU | storm-chat CPU | runs |", report)
+        self.assertIn("machine CPU per request (every process, generator included)", report)
+        self.assertIn("storm-chat", proc.stderr)
 
     def test_quick_s1_runs_reach_the_interceptor_server_and_warn_when_it_is_down(self):
         # (nothing listens on port 9; 127.0.0.9:8185 may answer where a real storm-interceptors runs)
@@ -413,6 +463,7 @@ class RunAllShTest(Base):
             (("--quick",), {"REPEATS": "0"}, "REPEATS must be a positive integer"),
             (("--quick",), {"RUN_ALL_ONLY": "s3-users,nope"}, "unknown scenario 'nope'"),
             (("--quick",), {"CHAT_URL": "localhost:8082"}, "CHAT_URL must be http(s)://host:port"),
+            (("--quick",), {"CHAT_PID": "chat"}, "CHAT_PID must be a pid"),
         ]:
             with self.subTest(args=args, env=env):
                 proc = self.run_all(*args, **env)
@@ -428,7 +479,7 @@ class RunAllShTest(Base):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         proc = self.run_all("--quick", RUN_ALL_NO_STACK="1", GATEWAY_URL=url, LOADGEN_BIN=str(self.tools.loadgen),
                             RUN_ALL_ONLY="s3-users,s0-perf-load-baseline,s4-chat-api", RUN_ALL_RESULTS_DIR=str(self.results),
-                            GATEWAY_PID=str(os.getpid()), CHAT_URL=url + "/")
+                            GATEWAY_PID=str(os.getpid()), CHAT_PID=str(os.getppid()), CHAT_URL=url + "/")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         [run_dir] = list(self.results.iterdir())
         self.assertRegex(run_dir.name, r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-quick$")
@@ -437,6 +488,14 @@ class RunAllShTest(Base):
         self.assertRegex(report, re.escape(f"GATEWAY_URL={url} MODE=baseline"))
         # CHAT_URL reaches the chat scenario as {chat}, without its trailing slash
         self.assertIn(f"storm-loadgen chat --url {url} --writes 50", report)
+        # CHAT_PID reaches baselines.py: S4's CPU column is storm-chat's, the others keep the gateway's
+        run = json.loads((run_dir / "run.json").read_text())
+        self.assertEqual(run["chat"]["pid"], os.getppid())
+        servers = {e["scenario"]: e["server"] for e in run["runs"]}
+        self.assertEqual(servers,
+                         {"s3-users": "gateway", "s0-perf-load-baseline": "gateway", "s4-chat-api": "storm-chat"})
+        self.assertIn("| scenario | what | generator | generator CPU | storm-chat CPU | runs |", report)
+        self.assertIn("| scenario | what | generator | generator CPU | gateway CPU | runs |", report)
 
     def test_no_stack_needs_a_ready_gateway(self):
         proc = self.run_all("--quick", RUN_ALL_NO_STACK="1", GATEWAY_URL="http://127.0.0.1:9", RUN_ALL_ONLY="s3-users")

@@ -37,6 +37,7 @@ it). A stack that was already running is left running.
 Env:
   GATEWAY_URL          the gateway (default http://127.0.0.1:8080)
   CHAT_URL             the chat service, for the S4 scenarios (default http://127.0.0.1:8082)
+  CHAT_PID             its pid, for its CPU share per S4 run (default: STACK_DIR/chat.pid)
   INTERCEPTORS_HOST    where storm-interceptors serves the S1 call (default 127.0.0.1); the S1
                        scripts' own BASELINE_PORT, VALIDATION_PORT, LOGGER_PORT, TRACING_PORT,
                        FULLCHAIN_PORT (8181–8184, 8180) and PROTOCOL (http) pass through
@@ -105,6 +106,7 @@ REPEATS=${REPEATS:-}
 [[ -z ${GATEWAY_PID:-} || ${GATEWAY_PID} =~ ^[0-9]+$ ]] || usage_error "GATEWAY_PID must be a pid, got '$GATEWAY_PID'"
 [[ -z ${INTERCEPTORS_PID:-} || ${INTERCEPTORS_PID} =~ ^[0-9]+$ ]] ||
   usage_error "INTERCEPTORS_PID must be a pid, got '$INTERCEPTORS_PID'"
+[[ -z ${CHAT_PID:-} || ${CHAT_PID} =~ ^[0-9]+$ ]] || usage_error "CHAT_PID must be a pid, got '$CHAT_PID'"
 # An unknown name in RUN_ALL_ONLY is a usage error too (exit 2, from baselines.py).
 TOOLS=$("${BASELINES_PY[@]}" list --tools --only "${RUN_ALL_ONLY:-}") || exit $?
 
@@ -153,6 +155,10 @@ if [[ -z ${INTERCEPTORS_PID:-} ]]; then
   pid_file="${STACK_DIR:-$STORM_ROOT/.stack}/interceptors.pid"
   if [[ -f $pid_file ]] && alive "$(<"$pid_file")"; then INTERCEPTORS_PID=$(<"$pid_file"); fi
 fi
+if [[ -z ${CHAT_PID:-} ]]; then
+  pid_file="${STACK_DIR:-$STORM_ROOT/.stack}/chat.pid"
+  if [[ -f $pid_file ]] && alive "$(<"$pid_file")"; then CHAT_PID=$(<"$pid_file"); fi
+fi
 # scripts/k6-run.sh bounds VU_CAP by the gateway's own open-files limit too.
 [[ -z ${GATEWAY_PID:-} ]] || export GATEWAY_PID
 
@@ -183,5 +189,6 @@ args=(run --gateway "$GATEWAY_URL" --chat "$CHAT_URL" --results "$results_dir" -
 [[ -z ${RUN_ALL_ONLY:-} ]] || args+=(--only "$RUN_ALL_ONLY")
 [[ -z ${GATEWAY_PID:-} ]] || args+=(--gateway-pid "$GATEWAY_PID")
 [[ -z ${INTERCEPTORS_PID:-} ]] || args+=(--interceptors-pid "$INTERCEPTORS_PID")
+[[ -z ${CHAT_PID:-} ]] || args+=(--chat-pid "$CHAT_PID")
 # Last command: its exit status is the script's (set -e), and the EXIT trap still stops the stack.
 "${BASELINES_PY[@]}" "${args[@]}"
