@@ -25,6 +25,12 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// Lifetime of the token `POST /api/v1/users` returns (`USER_TOKEN_TTL_SECS`, default a day).
     pub user_token_ttl: Duration,
+    /// Memory for read pages served without a query (`READ_CACHE_MB`, default 64; 0 turns the
+    /// read cache off: every read queries Postgres).
+    pub read_cache_bytes: u64,
+    /// Longest a cached page is served (`READ_CACHE_TTL_MS`, default 5000): a bound for anything
+    /// the commit notifications do not cover.
+    pub read_cache_ttl: Duration,
 }
 
 impl Config {
@@ -54,6 +60,13 @@ impl Config {
                 86_400u64,
                 60,
                 31_536_000,
+            )?),
+            read_cache_bytes: env.bounded("READ_CACHE_MB", 64u64, 0, 65_536)? << 20,
+            read_cache_ttl: Duration::from_millis(env.bounded(
+                "READ_CACHE_TTL_MS",
+                5000u64,
+                1,
+                3_600_000,
             )?),
         })
     }

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod directory;
 pub mod numbering;
+pub mod read_cache;
 pub mod routes;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub use config::Config;
 use broker::Broker;
 use directory::Directory;
 use numbering::{ChatNumbers, MessageNumbers};
+use read_cache::ReadCache;
+use routes::chats::ChatFields;
 
 /// Largest request body: a 4,096-character message is at most 16 KiB of UTF-8, plus JSON.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -46,6 +49,7 @@ pub struct Shared {
     pub directory: Directory,
     pub chat_numbers: ChatNumbers,
     pub message_numbers: MessageNumbers,
+    pub read_cache: Arc<ReadCache<ChatFields>>,
     pub user_token_ttl: Duration,
 }
 
@@ -154,6 +158,14 @@ fn describe_metrics() {
         "Message numbers allocated per Postgres statement."
     );
     describe_counter!(
+        "chat_read_cache_total",
+        "Reads of a cacheable page by cache (messages, chats) and outcome (hit, miss)."
+    );
+    describe_gauge!(
+        "chat_read_cache_live",
+        "1 while the read cache hears the writer's commit notifications (and so serves pages)."
+    );
+    describe_counter!(
         "chat_number_collisions_total",
         "Chat numbers found taken (Redis counter behind the database) and retried."
     );
@@ -164,6 +176,22 @@ fn describe_metrics() {
         ("chat_publish_total", &[("outcome", "in_doubt")]),
         ("chat_publish_in_doubt_total", &[]),
         ("chat_number_collisions_total", &[]),
+        (
+            "chat_read_cache_total",
+            &[("cache", "messages"), ("outcome", "hit")],
+        ),
+        (
+            "chat_read_cache_total",
+            &[("cache", "messages"), ("outcome", "miss")],
+        ),
+        (
+            "chat_read_cache_total",
+            &[("cache", "chats"), ("outcome", "hit")],
+        ),
+        (
+            "chat_read_cache_total",
+            &[("cache", "chats"), ("outcome", "miss")],
+        ),
     ]);
 }
 
@@ -196,6 +224,18 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         Box::new(RedisProbe(redis.clone())),
         Box::new(BrokerProbe(broker.clone())),
     ]);
+    let read_cache = Arc::new(ReadCache::new(
+        config.read_cache_bytes,
+        config.read_cache_ttl,
+        routes::chats::encode_page,
+    ));
+    if config.read_cache_bytes > 0 {
+        shutdown.tasks.spawn(read_cache::listen(
+            config.db.url.clone(),
+            read_cache.clone(),
+            shutdown.clone(),
+        ));
+    }
     let state = AppState(Arc::new(Shared {
         message_numbers: MessageNumbers::start(pool.clone()),
         chat_numbers: ChatNumbers::new(redis, config.redis_key_prefix.clone()),
@@ -203,6 +243,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         broker,
         keys: Arc::new(JwtKeys::chat(config.jwt_secret.as_bytes())),
         directory: Directory::default(),
+        read_cache,
         user_token_ttl: config.user_token_ttl,
     }));
     Application::bind(&config.common, router(state, probes), shutdown).await

@@ -14,6 +14,7 @@
 //! the holder of the key can publish something the writer stores. Do not change a field's meaning
 //! without a new `v`: messages of the old shape may still be queued.
 
+pub mod commits;
 pub mod signing;
 
 use chrono::{DateTime, Utc};

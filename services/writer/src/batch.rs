@@ -93,6 +93,11 @@ fn classify(e: sqlx::Error) -> WriteError {
 /// Inserts `rows` in one statement and bumps their chats' `messages_count`, then sorts the rows
 /// the statement skipped into redeliveries and conflicts.
 ///
+/// The same statement announces what it changed on [`queue::commits::CHANNEL`] (per chat: the
+/// lowest number inserted and the new count), which listeners hear only after the commit: the chat
+/// service's read cache is kept exact by it. (The `WHERE` on `notified` is what makes Postgres run
+/// that CTE at all; it is true whenever there are rows to announce.)
+///
 /// The lookup of skipped rows is a second statement, run only when some were skipped: after the
 /// insert, the row that blocked each of them is committed and visible. If that lookup fails the
 /// whole write is retried, which is safe: this batch's rows then find themselves (same ids) and
@@ -116,7 +121,7 @@ pub async fn write(pool: &PgPool, rows: &[Row]) -> Result<Written, WriteError> {
              ON CONFLICT (chat_id, number) DO NOTHING
              RETURNING chat_id, number, message_id
          ), counted AS (
-             SELECT chat_id, count(*) AS n FROM inserted GROUP BY chat_id
+             SELECT chat_id, count(*) AS n, min(number) AS first FROM inserted GROUP BY chat_id
          ), locked AS (
              SELECT c.id FROM chats c JOIN counted ON c.id = counted.chat_id
              ORDER BY c.id FOR NO KEY UPDATE OF c
@@ -124,14 +129,23 @@ pub async fn write(pool: &PgPool, rows: &[Row]) -> Result<Written, WriteError> {
              UPDATE chats c SET messages_count = c.messages_count + counted.n
              FROM counted JOIN locked ON locked.id = counted.chat_id
              WHERE c.id = counted.chat_id
+             RETURNING c.id, c.application_id, counted.first, c.messages_count
+         ), notified AS (
+             SELECT pg_notify($6, string_agg('c' || id || ':' || application_id || ':' || first
+                                             || ':' || messages_count, ','))
+             FROM (SELECT *, (row_number() OVER (ORDER BY id) - 1) / $7 AS chunk FROM bumped) b
+             GROUP BY chunk
          )
-         SELECT chat_id, number, message_id FROM inserted",
+         SELECT chat_id, number, message_id FROM inserted
+         WHERE (SELECT count(*) FROM notified) >= 0",
     )
     .bind(&chat_ids)
     .bind(&numbers)
     .bind(&bodies)
     .bind(&created)
     .bind(&ids)
+    .bind(queue::commits::CHANNEL)
+    .bind(queue::commits::ENTRIES_PER_NOTIFY as i64)
     .fetch_all(pool)
     .await
     .map_err(classify)?;

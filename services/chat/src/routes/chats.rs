@@ -1,10 +1,13 @@
 //! `/api/v1/applications/{token}/chats`: numbered chats. A chat is inserted before its 201, with
 //! the number from [`crate::numbering::ChatNumbers`]; the unique index on (application, number) is
 //! the safety net, and a collision (Redis lost its counter mid-flight) is retried with a reseeded
-//! counter.
+//! counter. The insert announces the changed chat list (`queue::commits`) to every chat process's
+//! read cache once it commits.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -14,7 +17,8 @@ use common::db;
 use common::error::{Json, Path, Query};
 
 use crate::AppState;
-use crate::routes::{PageQuery, user_id};
+use crate::read_cache::{Key, ListedChat, PageKey};
+use crate::routes::{PageQuery, encoded, json_response, user_id};
 
 /// Attempts at a chat number before giving up (each after a unique violation).
 const NUMBER_ATTEMPTS: usize = 5;
@@ -56,11 +60,15 @@ pub async fn create(
                  INSERT INTO chat_message_numbers (chat_id) SELECT id FROM chat
              ), application AS (
                  UPDATE applications SET chats_count = chats_count + 1 WHERE id = $1
+             ), notified AS (
+                 SELECT pg_notify($3, $4)
              )
-             SELECT id, number, messages_count, created_at FROM chat",
+             SELECT id, number, messages_count, created_at FROM chat, notified",
         )
         .bind(app.id)
         .bind(number)
+        .bind(queue::commits::CHANNEL)
+        .bind(queue::commits::chats_changed(app.id))
         .fetch_one(&state.pool)
         .await
         .map(|row: (i64, i32, i64, DateTime<Utc>)| {
@@ -96,14 +104,19 @@ pub async fn list(
     user: AuthUser,
     Path(token): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<ChatPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let app = state
         .directory
         .application(&state.pool, user_id(&user)?, &token)
         .await?;
     let page = query.validate()?;
-    let chats = sqlx::query_as(
-        "SELECT number, messages_count, created_at FROM chats
+    let cache = &state.read_cache;
+    if let Some(body) = cache.chats_page(app.id, page.key()) {
+        return Ok(json_response(body));
+    }
+    let ticket = cache.ticket(Key::Application(app.id));
+    let rows: Vec<(i64, i32, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, number, messages_count, created_at FROM chats
          WHERE application_id = $1 ORDER BY number LIMIT $2 OFFSET $3",
     )
     .bind(app.id)
@@ -112,11 +125,41 @@ pub async fn list(
     .fetch_all(&state.pool)
     .await
     .map_err(db::api_error)?;
-    Ok(Json(ChatPage {
-        chats,
-        page: page.page,
-        per_page: page.per_page,
-    }))
+    let chats = rows
+        .into_iter()
+        .map(|(id, number, messages_count, created_at)| ListedChat {
+            id,
+            messages_count,
+            row: ChatFields { number, created_at },
+        })
+        .collect();
+    let body = cache.store_chats_page(ticket, app.id, page.key(), chats);
+    Ok(json_response(body))
+}
+
+/// What a cached chat list keeps of a chat besides its id and count.
+#[derive(Debug, Clone)]
+pub struct ChatFields {
+    number: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// The body of a chat list (for the read cache, which encodes again when a count changes).
+pub fn encode_page(chats: &[ListedChat<ChatFields>], key: PageKey) -> Bytes {
+    let page = ChatPage {
+        chats: chats
+            .iter()
+            .map(|c| Chat {
+                number: c.row.number,
+                messages_count: c.messages_count,
+                created_at: c.row.created_at,
+            })
+            .collect(),
+        page: key.page,
+        per_page: key.per_page,
+    };
+    // A struct of numbers and a timestamp always encodes.
+    encoded(&page).unwrap_or_default()
 }
 
 pub async fn get(

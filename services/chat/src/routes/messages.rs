@@ -1,5 +1,6 @@
 //! `/api/v1/applications/{token}/chats/{number}/messages`: the write path (202 after the broker's
-//! confirm) and the reads (straight from Postgres).
+//! confirm) and the reads (from Postgres; the pages of `list` through the read cache, which only
+//! ever holds committed rows: `crate::read_cache`).
 //!
 //! The order of the write is what makes "every 202 is exactly one row" hold: resolve the chat,
 //! allocate the number (committed in Postgres), publish persistent and wait for the confirm, then
@@ -8,6 +9,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +19,8 @@ use common::db;
 use common::error::{Json, Path, Query};
 
 use crate::AppState;
-use crate::routes::{PageQuery, text_field, user_id};
+use crate::read_cache::Key;
+use crate::routes::{PageQuery, encoded, json_response, text_field, user_id};
 use queue::QueuedMessage;
 
 pub use queue::MAX_BODY_CHARS;
@@ -104,10 +107,15 @@ pub async fn list(
     user: AuthUser,
     Path((token, chat_number)): Path<(String, i32)>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<MessagePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = query.validate()?;
     let chat_id = chat_id(&state, &user, &token, chat_number).await?;
-    let messages = sqlx::query_as(
+    let cache = &state.read_cache;
+    if let Some(body) = cache.messages_page(chat_id, page.key()) {
+        return Ok(json_response(body));
+    }
+    let ticket = cache.ticket(Key::Chat(chat_id));
+    let messages: Vec<Message> = sqlx::query_as(
         "SELECT number, body, created_at FROM chat_messages
          WHERE chat_id = $1 ORDER BY number LIMIT $2 OFFSET $3",
     )
@@ -117,11 +125,22 @@ pub async fn list(
     .fetch_all(&state.pool)
     .await
     .map_err(db::api_error)?;
-    Ok(Json(MessagePage {
+    let last_number = messages.last().map(|m| m.number);
+    let count = messages.len();
+    let body = encoded(&MessagePage {
         messages,
         page: page.page,
         per_page: page.per_page,
-    }))
+    })?;
+    cache.store_messages_page(
+        ticket,
+        chat_id,
+        page.key(),
+        last_number,
+        count,
+        body.clone(),
+    );
+    Ok(json_response(body))
 }
 
 pub async fn get(

@@ -5,10 +5,15 @@ pub mod chats;
 pub mod messages;
 pub mod users;
 
-use serde::Deserialize;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 
 use common::ApiError;
 use common::auth::AuthUser;
+
+use crate::read_cache::PageKey;
 
 /// Application tokens are 22 URL-safe base64 characters (16 random bytes).
 pub const TOKEN_CHARS: usize = 22;
@@ -88,6 +93,33 @@ impl Page {
     pub fn offset(&self) -> i64 {
         (self.page - 1) * self.per_page
     }
+
+    /// The page as the read cache keys it.
+    pub fn key(&self) -> PageKey {
+        PageKey {
+            page: self.page,
+            per_page: self.per_page,
+        }
+    }
+}
+
+/// A JSON body encoded once: what a read answers, from Postgres or from the read cache alike.
+pub fn encoded<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+/// `200 OK` with an encoded JSON body.
+pub fn json_response(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
