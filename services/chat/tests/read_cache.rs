@@ -284,3 +284,81 @@ async fn with_the_cache_off_every_read_is_a_query_with_the_same_answers() {
     writer.stop().await.unwrap();
     chat.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn two_chat_processes_and_two_writers_keep_every_guarantee() {
+    let first = spawn_chat(&[]).await;
+    let shared: Vec<(&str, &str)> = ["DATABASE_URL", "CHAT_QUEUE", "REDIS_KEY_PREFIX"]
+        .into_iter()
+        .map(|k| (k, first.settings[k].as_str()))
+        .collect();
+    let second = spawn_chat(&shared).await;
+    let writers = [
+        spawn_writer(&first.writer_vars()).await,
+        spawn_writer(&first.writer_vars()).await,
+    ];
+    let client = http();
+    let pool = first.database().await;
+    let (user, app) = one_chat(&first, &client).await;
+    wait_live(&first, &client).await;
+    wait_live(&second, &client).await;
+    // Both processes number the same chat, both read it through their own caches meanwhile.
+    const PER_TASK: usize = 30;
+    let tasks = (0..6).map(|task| {
+        let (chat, client, user, app) = (
+            if task % 2 == 0 { &first } else { &second },
+            &client,
+            &user,
+            &app,
+        );
+        async move {
+            let mut accepted = Vec::new();
+            for i in 0..PER_TASK {
+                let (status, body) = chat
+                    .post_message(client, user, app, 1, &format!("t{task} m{i}"))
+                    .await;
+                assert_eq!(status, 202, "{body}");
+                accepted.push(body["number"].as_i64().expect("number") as i32);
+                let shown = numbers(&page(chat, client, user, app, "?per_page=100").await);
+                assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+            }
+            accepted
+        }
+    });
+    let accepted: Vec<i32> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let total = 6 * PER_TASK;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            committed(&pool, &app).await.len() >= total
+        })
+        .await
+    );
+    let stored = testkit::chat_api::stored_numbers(&pool, &app, 1).await;
+    let audit = testkit::chat_api::Audit::of(&accepted, &stored);
+    assert_eq!(
+        (audit.lost.len(), audit.duplicated.len(), audit.extra.len()),
+        (0, 0, 0),
+        "{audit:?}"
+    );
+    // Both caches converge on the committed rows and count.
+    let rows = committed(&pool, &app).await;
+    for chat in [&first, &second] {
+        let converged = wait_until(Duration::from_secs(10), || async {
+            numbers(&page(chat, &client, &user, &app, "?per_page=100").await) == rows[..100]
+                && numbers(&page(chat, &client, &user, &app, "?page=2&per_page=100").await)
+                    == rows[100..]
+                && listed_count(chat, &client, &user, &app).await == total as i64
+        })
+        .await;
+        assert!(converged, "{} converges", chat.addr);
+    }
+    for writer in writers {
+        writer.stop().await.unwrap();
+    }
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+}
