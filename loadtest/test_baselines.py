@@ -180,7 +180,7 @@ class ManifestTest(unittest.TestCase):
         # every S4 storm-loadgen scenario puts the figure and the generator's part in its table
         manifest = baselines.load_manifest()
         s4 = [s for s in manifest.scenarios if s.source == "S4" and s.tool == "loadgen"]
-        self.assertEqual({s.name for s in s4}, {"s4-chat-api", "s4-chat-api-knee"})
+        self.assertEqual({s.name for s in s4}, {"s4-chat-api", "s4-chat-api-source-rates", "s4-chat-api-stretch"})
         for scenario in s4:
             with self.subTest(scenario=scenario.name):
                 values = {row.value: row.unit for row in scenario.rows}
@@ -189,7 +189,7 @@ class ManifestTest(unittest.TestCase):
 
     def test_each_scenario_names_the_server_whose_cpu_it_records(self):
         by_name = {s.name: s for s in baselines.load_manifest().scenarios}
-        for name, server in [("s4-chat-api", "storm-chat"), ("s4-chat-api-knee", "storm-chat"),
+        for name, server in [("s4-chat-api", "storm-chat"), ("s4-chat-api-source-rates", "storm-chat"), ("s4-chat-api-stretch", "storm-chat"),
                              ("s4-chat-api-k6", "storm-chat"), ("s1-interceptor-overhead", "storm-interceptors"),
                              ("s3-users", "gateway"), ("s0-perf-load-baseline", "gateway")]:
             with self.subTest(scenario=name):
