@@ -7,21 +7,39 @@
 //! the wire when the connection died is *in doubt* (the broker may have stored it): counted in
 //! `chat_publish_in_doubt_total`; the message keeps its unique number, so it can never duplicate.
 //! Every message leaves signed (`queue::SigningKey`): the writer stores nothing else.
+//!
+//! Writes are published in batches ([`Broker::submit`]): the messages that queue up while the
+//! channels' publishes are waiting for confirms go together as one persistent message (a
+//! `queue` batch: a JSON array) with one confirm, and each of them is answered with that one
+//! outcome — so a batch is accepted or refused whole, and the guarantee above holds per message.
+//! At low load a batch is one message (the single-message shape); `PUBLISH_BATCH_MAX=1` keeps it
+//! so (for writers older than batches).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
 use metrics::{counter, gauge, histogram};
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 
 use common::ApiError;
 use common::server::Shutdown;
 
 use queue::SigningKey;
+
+use crate::batching::serve_in_batches;
+
+/// Writes waiting for a publish, at most; beyond, callers wait to enqueue.
+const PUBLISH_QUEUE: usize = 8192;
+
+/// A write waiting to be published: its encoded message and where its outcome goes.
+struct Pending {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<(), PublishError>>,
+}
 
 /// A live connection and its confirm-mode channels.
 struct Link {
@@ -39,8 +57,11 @@ struct Inner {
     next_channel: AtomicUsize,
     /// Woken by a publish that saw the connection fail, so the supervisor need not wait for its poll.
     broken: Notify,
-    /// Publishes waiting for their confirm: shutdown closes the connection only once this is 0.
+    /// Publishes waiting for their confirm and writes waiting for a publish: shutdown closes the
+    /// connection only once this is 0.
     in_flight: AtomicUsize,
+    /// Writes to publish ([`Broker::submit`]), served in batches.
+    batches: mpsc::Sender<Pending>,
 }
 
 /// Cloneable handle to the publisher.
@@ -77,9 +98,11 @@ impl Broker {
         queue: &str,
         channel_count: usize,
         publish_timeout: Duration,
+        batch_max: usize,
         key: SigningKey,
         shutdown: Shutdown,
     ) -> Self {
+        let (batches, pending) = mpsc::channel(PUBLISH_QUEUE);
         let broker = Broker(Arc::new(Inner {
             url: url.to_string(),
             queue: queue.to_string(),
@@ -90,7 +113,17 @@ impl Broker {
             next_channel: AtomicUsize::new(0),
             broken: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            batches,
         }));
+        // As many batches in flight as channels. The loop holds the broker weakly: it ends when
+        // the last handle (and with it the sender) is gone.
+        let weak = Arc::downgrade(&broker.0);
+        tokio::spawn(serve_in_batches(
+            pending,
+            batch_max,
+            channel_count,
+            move |batch| publish_batch(weak.clone(), batch),
+        ));
         // Tracked: the process waits (within its grace period) for the connection to close cleanly.
         shutdown
             .tasks
@@ -105,9 +138,23 @@ impl Broker {
         }
     }
 
-    /// Signs `payload` and publishes it persistently to the queue, then waits for the broker's
-    /// confirm.
-    pub async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+    /// Publishes `payload` (a [`queue::QueuedMessage`]'s JSON) with the writes queued beside it,
+    /// and returns once the broker confirmed (or refused) the batch it went in.
+    pub async fn submit(&self, payload: Vec<u8>) -> Result<(), PublishError> {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        let (reply, outcome) = oneshot::channel();
+        let result = match self.0.batches.send(Pending { payload, reply }).await {
+            // No answer at all: the publisher is gone mid-publish (the process is stopping).
+            Ok(()) => outcome.await.unwrap_or(Err(PublishError::InDoubt)),
+            Err(_) => Err(PublishError::NotConnected),
+        };
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Signs `payload` (`messages` writes) and publishes it persistently to the queue, then waits
+    /// for the broker's confirm.
+    async fn publish(&self, payload: &[u8], messages: usize) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         self.0.in_flight.fetch_add(1, Ordering::SeqCst);
         let result = self.publish_confirmed(payload).await;
@@ -118,11 +165,12 @@ impl Broker {
             Err(PublishError::Refused) => "refused",
             Err(PublishError::InDoubt) => "in_doubt",
         };
-        counter!("chat_publish_total", "outcome" => outcome).increment(1);
+        counter!("chat_publish_total", "outcome" => outcome).increment(messages as u64);
         histogram!("chat_publish_confirm_seconds").record(started.elapsed().as_secs_f64());
+        histogram!("chat_publish_batch_size").record(messages as f64);
         if let Err(e) = result {
             if e == PublishError::InDoubt {
-                counter!("chat_publish_in_doubt_total").increment(1);
+                counter!("chat_publish_in_doubt_total").increment(messages as u64);
             }
             if e != PublishError::Refused {
                 self.0.broken.notify_one();
@@ -262,5 +310,25 @@ impl Broker {
                 return true;
             }
         }
+    }
+}
+
+/// Publishes one batch of writes as one message (the single-message shape for a batch of one) and
+/// answers each with the outcome.
+async fn publish_batch(broker: Weak<Inner>, batch: Vec<Pending>) {
+    let result = match broker.upgrade() {
+        Some(inner) => {
+            let broker = Broker(inner);
+            if let [one] = batch.as_slice() {
+                broker.publish(&one.payload, 1).await
+            } else {
+                let body = queue::batch_body(batch.iter().map(|p| p.payload.as_slice()));
+                broker.publish(&body, batch.len()).await
+            }
+        }
+        None => Err(PublishError::NotConnected),
+    };
+    for pending in batch {
+        let _ = pending.reply.send(result);
     }
 }

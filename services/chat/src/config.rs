@@ -21,6 +21,9 @@ pub struct Config {
     pub amqp_channels: usize,
     /// How long a publish waits for the broker's confirm before 503 (`PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
+    /// Most writes in one published message (`PUBLISH_BATCH_MAX`, default 64; 1 publishes every
+    /// write alone, the shape writers older than batches read).
+    pub publish_batch_max: usize,
     /// Prepended to the chat-number keys on Redis (`REDIS_KEY_PREFIX`, default `storm:chat:`).
     pub redis_key_prefix: String,
     /// Lifetime of the token `POST /api/v1/users` returns (`USER_TOKEN_TTL_SECS`, default a day).
@@ -54,6 +57,7 @@ impl Config {
                 10,
                 600_000,
             )?),
+            publish_batch_max: env.bounded("PUBLISH_BATCH_MAX", 64usize, 1, 1000)?,
             redis_key_prefix: env.string("REDIS_KEY_PREFIX", "storm:chat:"),
             user_token_ttl: Duration::from_secs(env.bounded(
                 "USER_TOKEN_TTL_SECS",

@@ -3,6 +3,7 @@
 //! stores them in Postgres; everything else reads and writes Postgres directly. `router` shows
 //! every route; `build` makes the `Application` the same way for `main` and tests.
 
+pub mod batching;
 pub mod broker;
 pub mod config;
 pub mod directory;
@@ -139,15 +140,19 @@ pub fn router(state: AppState, probes: Probes) -> Router {
 fn describe_metrics() {
     describe_counter!(
         "chat_publish_total",
-        "Message publishes by outcome (confirmed, not_connected, refused, in_doubt)."
+        "Writes published, by outcome of the publish they went in (confirmed, not_connected, refused, in_doubt)."
     );
     describe_histogram!(
         "chat_publish_confirm_seconds",
         "Time from publish to the broker's confirm (or failure)."
     );
+    describe_histogram!(
+        "chat_publish_batch_size",
+        "Writes per published message (one persistent message and one confirm for all of them)."
+    );
     describe_counter!(
         "chat_publish_in_doubt_total",
-        "Publishes sent but neither confirmed nor refused (answered 503; the broker may hold them)."
+        "Writes sent but neither confirmed nor refused (answered 503; the broker may hold them)."
     );
     describe_gauge!(
         "chat_broker_connected",
@@ -216,6 +221,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         &config.queue,
         config.amqp_channels,
         config.publish_timeout,
+        config.publish_batch_max,
         config.queue_key.clone(),
         shutdown.clone(),
     );

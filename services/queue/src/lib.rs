@@ -8,9 +8,13 @@
 //! the queue's dead-letter arguments, in `<queue>.dead`.
 //!
 //! Wire format (version 2): the body is the JSON of [`QueuedMessage`]
-//! (`{"v":2,"id":"<uuid>","chat_id":…,"number":…,"body":…,"created_at":…}`), and the AMQP header
-//! [`SIGNATURE_HEADER`] (`x-signature`) carries the lowercase hex HMAC-SHA256 of the exact body
-//! bytes under `QUEUE_SIGNING_KEY` ([`signing`]). Anyone who reaches the broker can publish; only
+//! (`{"v":2,"id":"<uuid>","chat_id":…,"number":…,"body":…,"created_at":…}`) — or a **batch**, a
+//! JSON array of one or more of them (`[{…},{…}]`, what the chat service publishes when several
+//! writes wait for the broker at once: one persistent message and one confirm for all of them) —
+//! and the AMQP header [`SIGNATURE_HEADER`] (`x-signature`) carries the lowercase hex HMAC-SHA256
+//! of the exact body bytes under `QUEUE_SIGNING_KEY` ([`signing`]). A batch is stored or refused
+//! whole by the delivery: one bad element makes the whole delivery `malformed`. Writers that
+//! read batches must be deployed before chat services that publish them. Anyone who reaches the broker can publish; only
 //! the holder of the key can publish something the writer stores. Do not change a field's meaning
 //! without a new `v`: messages of the old shape may still be queued.
 
@@ -107,6 +111,11 @@ pub fn open(
     body: &[u8],
 ) -> Result<QueuedMessage, Rejection> {
     key.verify(properties, body)?;
+    parse(body)
+}
+
+/// A single message's JSON, parsed and validated (after its signature was checked).
+fn parse(body: &[u8]) -> Result<QueuedMessage, Rejection> {
     let not_queued =
         |e: serde_json::Error| Rejection::Malformed(format!("not a queued message: {e}"));
     let message: QueuedMessage = match serde_json::from_slice(body) {
@@ -121,6 +130,51 @@ pub fn open(
     };
     message.validate().map_err(Rejection::Malformed)?;
     Ok(message)
+}
+
+/// Every message of a delivery, a single one or a batch ([`batch_body`]): the signature is
+/// checked over the whole body first, then each element as [`open`] would.
+pub fn open_all(
+    key: &SigningKey,
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Result<Vec<QueuedMessage>, Rejection> {
+    if body.trim_ascii_start().first() != Some(&b'[') {
+        return open(key, properties, body).map(|message| vec![message]);
+    }
+    key.verify(properties, body)?;
+    let elements: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+        .map_err(|e| Rejection::Malformed(format!("not a batch of queued messages: {e}")))?;
+    if elements.is_empty() {
+        return Err(Rejection::Malformed("an empty batch".into()));
+    }
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| {
+            parse(element.get().as_bytes()).map_err(|why| match why {
+                Rejection::Malformed(why) => {
+                    Rejection::Malformed(format!("batch element {index}: {why}"))
+                }
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// The body of a batch: the JSON array of already-encoded messages (each a [`QueuedMessage`]'s
+/// JSON), without decoding them again.
+pub fn batch_body<'a>(messages: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(2 + messages.len() * 256);
+    body.push(b'[');
+    for (index, message) in messages.enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(message);
+    }
+    body.push(b']');
+    body
 }
 
 /// `CHAT_QUEUE`: the queue between the chat service and the writer (both read it from here).
@@ -242,6 +296,49 @@ mod tests {
                 "{}: {opened:?}",
                 String::from_utf8_lossy(&body)
             );
+        }
+    }
+
+    #[test]
+    fn a_signed_batch_opens_whole_or_not_at_all() {
+        let made: Vec<QueuedMessage> = (1..=3)
+            .map(|n| QueuedMessage::new(4, n, format!("m{n}")))
+            .collect();
+        let encoded: Vec<Vec<u8>> = made
+            .iter()
+            .map(|m| serde_json::to_vec(m).unwrap())
+            .collect();
+        let body = batch_body(encoded.iter().map(Vec::as_slice));
+        assert_eq!(
+            open_all(&key(), &key().properties(&body), &body).unwrap(),
+            made
+        );
+        // A single message is a batch of one.
+        let one = &encoded[0];
+        assert_eq!(
+            open_all(&key(), &key().properties(one), one).unwrap(),
+            vec![made[0].clone()]
+        );
+        // The signature covers the whole array: no element can be added, dropped or changed.
+        let unsigned = open_all(&key(), &unsigned_properties(), &body);
+        assert_eq!(unsigned, Err(Rejection::Unsigned));
+        let shorter = batch_body(encoded[..2].iter().map(Vec::as_slice));
+        assert_eq!(
+            open_all(&key(), &key().properties(&body), &shorter),
+            Err(Rejection::BadSignature)
+        );
+        // One bad element refuses the delivery, naming it; so does an empty or broken array.
+        let bad = with("number", 0.into());
+        let mixed = batch_body([encoded[0].as_slice(), bad.as_slice()].into_iter());
+        match open_all(&key(), &key().properties(&mixed), &mixed) {
+            Err(Rejection::Malformed(why)) => {
+                assert!(why.starts_with("batch element 1: "), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        for body in [&b"[]"[..], b"[1,", b" [{\"v\":1}]"] {
+            let opened = open_all(&key(), &key().properties(body), body);
+            assert!(matches!(opened, Err(Rejection::Malformed(_))), "{opened:?}");
         }
     }
 

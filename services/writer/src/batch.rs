@@ -27,21 +27,25 @@ pub struct Row {
     pub created_at: DateTime<Utc>,
 }
 
-/// A delivery as a row, if it is signed with `key` and storable; otherwise why not (it goes to
-/// the dead-letter queue with the rejection's reason).
+/// A delivery's rows (one, or a batch's), if it is signed with `key` and every message in it is
+/// storable; otherwise why not (the whole delivery goes to the dead-letter queue with the
+/// rejection's reason).
 pub fn parse(
     key: &SigningKey,
     properties: &BasicProperties,
     payload: &[u8],
-) -> Result<Row, Rejection> {
-    let message = queue::open(key, properties, payload)?;
-    Ok(Row {
-        id: message.id,
-        chat_id: message.chat_id,
-        number: message.number,
-        body: message.body,
-        created_at: message.created_at,
-    })
+) -> Result<Vec<Row>, Rejection> {
+    let messages = queue::open_all(key, properties, payload)?;
+    Ok(messages
+        .into_iter()
+        .map(|message| Row {
+            id: message.id,
+            chat_id: message.chat_id,
+            number: message.number,
+            body: message.body,
+            created_at: message.created_at,
+        })
+        .collect())
 }
 
 /// What a committed write did.
@@ -228,7 +232,10 @@ mod tests {
                                       "created_at": "2026-11-27T10:00:00Z"})
         .to_string()
         .into_bytes();
-        let row = parse(&key, &key.properties(&good), &good).unwrap();
+        let rows = parse(&key, &key.properties(&good), &good).unwrap();
+        let [row] = rows.as_slice() else {
+            panic!("one message, one row: {rows:?}")
+        };
         assert_eq!(
             (
                 row.chat_id,
@@ -248,6 +255,12 @@ mod tests {
         let other = SigningKey::new(b"another key, also 32 bytes long!");
         let mis_signed = parse(&key, &other.properties(&good), &good).unwrap_err();
         assert_eq!(mis_signed.reason(), "bad_signature");
+        // A batch is one row per message, in order.
+        let batch = queue::batch_body([good.as_slice(), good.as_slice()].into_iter());
+        assert_eq!(
+            parse(&key, &key.properties(&batch), &batch).unwrap().len(),
+            2
+        );
         let garbage = b"{not json".to_vec();
         let malformed = parse(&key, &key.properties(&garbage), &garbage).unwrap_err();
         assert_eq!(malformed.reason(), "malformed");

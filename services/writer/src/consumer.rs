@@ -16,6 +16,11 @@
 //! row whose `(chat_id, number)` already holds another message id is dead-lettered as a
 //! `conflict` — from the batch and from the row-by-row path alike — never acknowledged as if
 //! stored; only the same id (a redelivery) is.
+//!
+//! A delivery may carry several messages (the chat service's batches, `queue::open_all`): its rows
+//! share its delivery tag. It is acknowledged or dead-lettered as one: when any of its rows is a
+//! conflict or refused, the whole delivery is dead-lettered once (its other rows are stored all the
+//! same — the dead-letter queue then holds them too, with the reason in the log and the metric).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -169,9 +174,9 @@ async fn flush(
             counter!("writer_redeliveries_total").increment(1);
         }
         match batch::parse(&config.queue_key, &delivery.properties, &delivery.data) {
-            Ok(row) => {
-                rows.push(row);
-                row_tags.push(delivery.delivery_tag);
+            Ok(parsed) => {
+                row_tags.extend(std::iter::repeat_n(delivery.delivery_tag, parsed.len()));
+                rows.extend(parsed);
             }
             Err(rejection) => {
                 dead_letter(
@@ -185,7 +190,7 @@ async fn flush(
         }
     }
     let stored = write_with_retry(config, pool, channel, &rows, &row_tags, shutdown).await?;
-    let Some(Stored { inserted, dead }) = stored else {
+    let Some(Stored { inserted, dead, .. }) = stored else {
         // Shutting down with Postgres still unavailable: leave the batch unacknowledged; the broker
         // redelivers it when this connection closes.
         batch.clear();
@@ -235,8 +240,36 @@ fn ack_tag(row_tags: &[u64], dead: &HashSet<usize>) -> Option<u64> {
 /// What became of a batch's rows once committed.
 struct Stored {
     inserted: u64,
-    /// Indexes of the rows dead-lettered (conflicts, rows Postgres refuses).
+    /// Indexes of the rows dead-lettered (conflicts, rows Postgres refuses, and every other row of
+    /// their deliveries).
     dead: HashSet<usize>,
+    /// The delivery tags dead-lettered: each exactly once.
+    dead_tags: HashSet<u64>,
+}
+
+impl Stored {
+    /// Dead-letters the delivery of row `index` (once per delivery) and counts every row of that
+    /// delivery as dead, so the ack never covers it.
+    async fn dead_letter_row(
+        &mut self,
+        channel: &Channel,
+        tags: &[u64],
+        index: usize,
+        reason: &'static str,
+        why: &str,
+    ) -> Result<(), String> {
+        let tag = tags[index];
+        if self.dead_tags.insert(tag) {
+            dead_letter(channel, tag, reason, why).await?;
+        }
+        self.dead.extend(
+            tags.iter()
+                .enumerate()
+                .filter(|(_, t)| **t == tag)
+                .map(|(i, _)| i),
+        );
+        Ok(())
+    }
 }
 
 /// `Some` once the rows are committed, with the conflicting rows and the rows Postgres refuses
@@ -252,6 +285,7 @@ async fn write_with_retry(
     let mut stored = Stored {
         inserted: 0,
         dead: HashSet::new(),
+        dead_tags: HashSet::new(),
     };
     let refused = match write_until_done(config, pool, rows, shutdown).await {
         None => return Ok(None),
@@ -268,8 +302,9 @@ async fn write_with_retry(
             None => return Ok(None),
             Some(Ok(written)) => settle(channel, rows, tags, index, written, &mut stored).await?,
             Some(Err(e)) => {
-                dead_letter(channel, tags[index], "rejected", &e.to_string()).await?;
-                stored.dead.insert(index);
+                stored
+                    .dead_letter_row(channel, tags, index, "rejected", &e.to_string())
+                    .await?;
             }
         }
     }
@@ -297,8 +332,9 @@ async fn settle(
             "chat {} number {} is already stored with message id {stored_id}, not {}",
             row.chat_id, row.number, row.id
         );
-        dead_letter(channel, tags[index], "conflict", &why).await?;
-        stored.dead.insert(index);
+        stored
+            .dead_letter_row(channel, tags, index, "conflict", &why)
+            .await?;
     }
     Ok(())
 }
@@ -369,5 +405,8 @@ mod tests {
         // nothing to acknowledge — never tag 0.
         assert_eq!(ack_tag(&[3, 4, 5], &dead(&[0, 1, 2])), None);
         assert_eq!(ack_tag(&[], &dead(&[])), None);
+        // Rows of one batch delivery share its tag; a dead-lettered delivery's rows are all dead.
+        assert_eq!(ack_tag(&[3, 3, 3, 4, 4], &dead(&[3, 4])), Some(3));
+        assert_eq!(ack_tag(&[3, 3, 4], &dead(&[0, 1])), Some(4));
     }
 }

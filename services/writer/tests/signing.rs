@@ -631,3 +631,85 @@ async fn a_batch_ending_in_an_unsigned_message_is_acknowledged_without_closing_t
 async fn a_batch_ending_in_a_conflict_is_acknowledged_without_closing_the_channel() {
     a_batch_ending_in_a_dead_letter(Last::Conflict).await;
 }
+
+/// The chat service's batches (several messages in one delivery): a batch is stored row by row; a
+/// batch holding two conflicting messages is dead-lettered once, as it was published, with its
+/// other rows stored; the channel stays open and nothing comes back.
+#[tokio::test]
+async fn a_batch_delivery_is_stored_or_dead_lettered_as_one() {
+    let chat = spawn_chat(&[]).await;
+    let (_user, app) = setup(&chat).await;
+    let pool = chat.database().await;
+    let queue = chat.settings["CHAT_QUEUE"].clone();
+    let dead = queue::dead_letter_queue(&queue);
+    let chat_id = chat_id(&pool, &app, 1).await;
+    let stored: Vec<QueuedMessage> = [900, 901]
+        .map(|n| QueuedMessage::new(chat_id, n, "stored".into()))
+        .to_vec();
+    for message in &stored {
+        store_as_a_writer_would(&pool, message).await;
+    }
+    let (connection, channel) = outsider().await;
+    queue::declare(&channel, &queue).await.unwrap();
+    let encoded = |number: i32| {
+        serde_json::to_vec(&QueuedMessage::new(chat_id, number, format!("m{number}"))).unwrap()
+    };
+    let batch = |numbers: &[i32]| {
+        let messages: Vec<Vec<u8>> = numbers.iter().map(|&n| encoded(n)).collect();
+        queue::batch_body(messages.iter().map(Vec::as_slice))
+    };
+    let conflicting = batch(&[1001, 900, 1002, 901]);
+    let valid = batch(&[1003, 1004]);
+    let single = encoded(1005);
+    for body in [&conflicting, &valid, &single] {
+        publish(&channel, &queue, body, key().properties(body)).await;
+    }
+    let writer = spawn_writer(&chat.writer_vars()).await;
+    let numbers = [1001, 1002, 1003, 1004, 1005];
+    let all_stored = || async {
+        let mut n = 0;
+        for number in numbers {
+            n += usize::from(row(&pool, chat_id, number).await.is_some());
+        }
+        n == numbers.len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            all_stored().await && ready(&channel, &dead).await == 1
+        })
+        .await,
+        "every non-conflicting row stored, the conflicting batch dead-lettered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        dead_letters(&writer).await[3],
+        ("conflict", Some(1.0)),
+        "one delivery dead-lettered once, for both of its conflicts"
+    );
+    assert_eq!(
+        metric(&writer, "writer_redeliveries_total", "").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&writer, "writer_broker_connected", "").await,
+        Some(1.0)
+    );
+    assert_eq!(ready(&channel, &queue).await, 0);
+    assert_eq!(
+        drain(&channel, &dead).await,
+        vec![String::from_utf8_lossy(&conflicting).into_owned()],
+        "the batch as it was published"
+    );
+    for message in &stored {
+        assert_eq!(
+            row(&pool, chat_id, message.number).await.and_then(|r| r.1),
+            Some(message.id),
+            "the stored rows are unchanged"
+        );
+    }
+    assert_eq!(rows_of(&pool, chat_id).await, 2 + numbers.len() as i64);
+    let _ = connection.close(200, "done".into()).await;
+    pool.close().await;
+    writer.stop().await.unwrap();
+    chat.stop().await.unwrap();
+}

@@ -91,7 +91,7 @@ pub async fn create(
     // number cannot.
     let message = QueuedMessage::new(chat_id, number, new.body);
     let payload = serde_json::to_vec(&message).map_err(ApiError::internal)?;
-    state.broker.publish(&payload).await?;
+    state.broker.submit(payload).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
