@@ -566,11 +566,17 @@ def binary_of(pid: int | None) -> str | None:
         return None
 
 
-def gateway_info(url: str, pid: int | None) -> dict:
-    info: dict = {"url": url, "pid": pid}
+def process_info(pid: int | None, **fields) -> dict:
+    """`fields`, the pid, and the binary of the process when it is running."""
+    info: dict = {**fields, "pid": pid}
     binary = binary_of(pid)
     if binary:
         info["binary"] = binary
+    return info
+
+
+def gateway_info(url: str, pid: int | None) -> dict:
+    info = process_info(pid, url=url)
     try:
         with urllib.request.urlopen(f"{url}/api/metrics", timeout=3) as response:
             snapshot = json.load(response)
@@ -581,19 +587,11 @@ def gateway_info(url: str, pid: int | None) -> dict:
 
 
 def interceptors_info(host: str, admin: str, pid: int | None) -> dict:
-    info: dict = {"host": host, "admin_url": admin, "pid": pid}
-    binary = binary_of(pid)
-    if binary:
-        info["binary"] = binary
-    return info
+    return process_info(pid, host=host, admin_url=admin)
 
 
 def chat_info(url: str, pid: int | None) -> dict:
-    info: dict = {"url": url, "pid": pid}
-    binary = binary_of(pid)
-    if binary:
-        info["binary"] = binary
-    return info
+    return process_info(pid, url=url)
 
 
 def http_ok(url: str) -> bool:

@@ -68,16 +68,22 @@ pub struct PageKey {
     pub per_page: i64,
 }
 
-/// One cached messages page.
+/// One cached page: its encoded body and what keeping it exact needs (`M`).
 #[derive(Debug, Clone)]
-pub struct MessagesPage {
+pub struct Page<M> {
     pub key: PageKey,
+    pub body: Bytes,
+    stored: Instant,
+    pub meta: M,
+}
+
+/// What a commit needs to know of a messages page.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagesMeta {
     /// The number of its last message (`None`: the page is empty).
     pub last_number: Option<i32>,
     /// It holds `per_page` messages.
     pub full: bool,
-    pub body: Bytes,
-    stored: Instant,
 }
 
 /// One chat of a cached chat list: what a count update needs.
@@ -88,33 +94,19 @@ pub struct ListedChat<T> {
     pub row: T,
 }
 
-/// One cached chat list, with its rows (counts are updated in place, then it is encoded again).
-#[derive(Debug, Clone)]
-pub struct ChatsPage<T> {
-    pub key: PageKey,
-    pub chats: Vec<ListedChat<T>>,
-    pub body: Bytes,
-    stored: Instant,
-}
+/// A cached chat list keeps its rows (counts are updated in place, then it is encoded again).
+type ChatsMeta<T> = Vec<ListedChat<T>>;
 
-/// The pages of one key, newest last; weighed by their bytes.
-type Pages<P> = Arc<Vec<P>>;
+/// The pages of one key, newest last; weighed by their bytes (a chat list's rows are a few dozen
+/// bytes each, inside the per-page allowance).
+type Pages<M> = Arc<Vec<Page<M>>>;
 
 #[derive(Clone)]
 struct ByBytes;
 
-impl Weighter<i64, Pages<MessagesPage>> for ByBytes {
-    fn weight(&self, _: &i64, pages: &Pages<MessagesPage>) -> u64 {
-        64 + pages.iter().map(|p| 64 + p.body.len() as u64).sum::<u64>()
-    }
-}
-
-impl<T> Weighter<i64, Pages<ChatsPage<T>>> for ByBytes {
-    fn weight(&self, _: &i64, pages: &Pages<ChatsPage<T>>) -> u64 {
-        64 + pages
-            .iter()
-            .map(|p| 64 + 2 * p.body.len() as u64)
-            .sum::<u64>()
+impl<M> Weighter<i64, Pages<M>> for ByBytes {
+    fn weight(&self, _: &i64, pages: &Pages<M>) -> u64 {
+        64 + pages.iter().map(|p| 256 + p.body.len() as u64).sum::<u64>()
     }
 }
 
@@ -127,8 +119,8 @@ pub struct Ticket {
 
 /// The cache. `T` is the chat list's row type; `encode` turns a list of them into a response body.
 pub struct ReadCache<T: Clone + Send + Sync + 'static> {
-    messages: Cache<i64, Pages<MessagesPage>, ByBytes>,
-    chats: Cache<i64, Pages<ChatsPage<T>>, ByBytes>,
+    messages: Cache<i64, Pages<MessagesMeta>, ByBytes>,
+    chats: Cache<i64, Pages<ChatsMeta<T>>, ByBytes>,
     stripes: Box<[Mutex<u64>]>,
     live: AtomicBool,
     ttl: Duration,
@@ -154,39 +146,30 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         self.live.load(Ordering::Acquire)
     }
 
-    fn fresh(&self, stored: Instant) -> bool {
-        stored.elapsed() < self.ttl
-    }
-
     /// The cached body of a chat's messages page.
     pub fn messages_page(&self, chat_id: i64, key: PageKey) -> Option<Bytes> {
-        let hit = self
-            .is_live()
-            .then(|| self.messages.get(&chat_id))
-            .flatten()
-            .and_then(|pages| {
-                pages
-                    .iter()
-                    .find(|p| p.key == key && self.fresh(p.stored))
-                    .map(|p| p.body.clone())
-            });
-        count("messages", hit.is_some());
-        hit
+        self.find("messages", || self.messages.get(&chat_id), key)
     }
 
     /// The cached body of an application's chat list.
     pub fn chats_page(&self, application_id: i64, key: PageKey) -> Option<Bytes> {
-        let hit = self
-            .is_live()
-            .then(|| self.chats.get(&application_id))
-            .flatten()
-            .and_then(|pages| {
-                pages
-                    .iter()
-                    .find(|p| p.key == key && self.fresh(p.stored))
-                    .map(|p| p.body.clone())
-            });
-        count("chats", hit.is_some());
+        self.find("chats", || self.chats.get(&application_id), key)
+    }
+
+    /// The fresh page `key` among `pages` (looked up only while live), counted as a hit or miss.
+    fn find<M>(
+        &self,
+        cache: &'static str,
+        pages: impl FnOnce() -> Option<Pages<M>>,
+        key: PageKey,
+    ) -> Option<Bytes> {
+        let hit = self.is_live().then(pages).flatten().and_then(|pages| {
+            pages
+                .iter()
+                .find(|p| p.key == key && p.stored.elapsed() < self.ttl)
+                .map(|p| p.body.clone())
+        });
+        count(cache, hit.is_some());
         hit
     }
 
@@ -220,14 +203,16 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         body: Bytes,
     ) {
         self.store_if_unchanged(ticket, || {
-            let page = MessagesPage {
+            let page = Page {
                 key,
-                last_number,
-                full: count as i64 >= key.per_page,
                 body,
                 stored: Instant::now(),
+                meta: MessagesMeta {
+                    last_number,
+                    full: count as i64 >= key.per_page,
+                },
             };
-            let pages = with_page(self.messages.get(&chat_id), page, |p| p.key == key);
+            let pages = with_page(self.messages.get(&chat_id), page);
             self.messages.insert(chat_id, pages);
         });
     }
@@ -242,13 +227,13 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
     ) -> Bytes {
         let body = (self.encode)(&chats, key);
         self.store_if_unchanged(ticket, || {
-            let page = ChatsPage {
+            let page = Page {
                 key,
-                chats,
                 body: body.clone(),
                 stored: Instant::now(),
+                meta: chats,
             };
-            let pages = with_page(self.chats.get(&application_id), page, |p| p.key == key);
+            let pages = with_page(self.chats.get(&application_id), page);
             self.chats.insert(application_id, pages);
         });
         body
@@ -267,18 +252,24 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
                     let mut generation = lock(&self.stripes[Key::Chat(chat_id).stripe()]);
                     *generation += 1;
                     if let Some(pages) = self.messages.get(&chat_id) {
-                        let kept: Vec<MessagesPage> = pages
+                        let kept: Vec<Page<MessagesMeta>> = pages
                             .iter()
-                            .filter(|p| p.full && p.last_number.is_some_and(|last| last < first))
+                            .filter(|p| {
+                                p.meta.full && p.meta.last_number.is_some_and(|l| l < first)
+                            })
                             .cloned()
                             .collect();
-                        self.replace(&self.messages, chat_id, &pages, kept);
+                        if kept.is_empty() {
+                            self.messages.remove(&chat_id);
+                        } else if kept.len() != pages.len() {
+                            self.messages.insert(chat_id, Arc::new(kept));
+                        }
                     }
                 }
                 let mut generation = lock(&self.stripes[Key::Application(application_id).stripe()]);
                 *generation += 1;
                 if let Some(pages) = self.chats.get(&application_id) {
-                    let updated: Vec<ChatsPage<T>> = pages
+                    let updated: Vec<Page<ChatsMeta<T>>> = pages
                         .iter()
                         .map(|page| self.with_count(page, chat_id, messages_count))
                         .collect();
@@ -293,34 +284,23 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         }
     }
 
-    fn replace<P: Clone>(
-        &self,
-        cache: &Cache<i64, Pages<P>, ByBytes>,
-        key: i64,
-        before: &Pages<P>,
-        kept: Vec<P>,
-    ) where
-        ByBytes: Weighter<i64, Pages<P>>,
-    {
-        if kept.is_empty() {
-            cache.remove(&key);
-        } else if kept.len() != before.len() {
-            cache.insert(key, Arc::new(kept));
-        }
-    }
-
     /// `page` with the chat's count raised to `messages_count` (encoded again if it changed).
-    fn with_count(&self, page: &ChatsPage<T>, chat_id: i64, messages_count: i64) -> ChatsPage<T> {
+    fn with_count(
+        &self,
+        page: &Page<ChatsMeta<T>>,
+        chat_id: i64,
+        messages_count: i64,
+    ) -> Page<ChatsMeta<T>> {
         let mut page = page.clone();
         let mut changed = false;
-        for chat in page.chats.iter_mut().filter(|c| c.id == chat_id) {
+        for chat in page.meta.iter_mut().filter(|c| c.id == chat_id) {
             if chat.messages_count < messages_count {
                 chat.messages_count = messages_count;
                 changed = true;
             }
         }
         if changed {
-            page.body = (self.encode)(&page.chats, page.key);
+            page.body = (self.encode)(&page.meta, page.key);
         }
         page
     }
@@ -349,10 +329,16 @@ fn count(cache: &'static str, hit: bool) {
     counter!("chat_read_cache_total", "cache" => cache, "outcome" => outcome).increment(1);
 }
 
-/// `current` with `page` added (replacing the one `same` finds), at most [`PAGES_PER_KEY`].
-fn with_page<P: Clone>(current: Option<Pages<P>>, page: P, same: impl Fn(&P) -> bool) -> Pages<P> {
-    let mut pages: Vec<P> = current
-        .map(|pages| pages.iter().filter(|p| !same(p)).cloned().collect())
+/// `current` with `page` added (replacing the one of the same key), at most [`PAGES_PER_KEY`].
+fn with_page<M: Clone>(current: Option<Pages<M>>, page: Page<M>) -> Pages<M> {
+    let mut pages: Vec<Page<M>> = current
+        .map(|pages| {
+            pages
+                .iter()
+                .filter(|p| p.key != page.key)
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     if pages.len() >= PAGES_PER_KEY {
         pages.remove(0);

@@ -166,6 +166,18 @@ async fn setup(chat: &TestApp) -> (ChatUser, String) {
     (user, app)
 }
 
+/// A chat service with a user, an application and its chat 1, and what the tests reach past the
+/// API with: its database, its queue and dead-letter queue, the chat's id.
+async fn queued() -> (TestApp, ChatUser, String, PgPool, String, String, i64) {
+    let chat = spawn_chat(&[]).await;
+    let (user, app) = setup(&chat).await;
+    let pool = chat.database().await;
+    let queue = chat.settings["CHAT_QUEUE"].clone();
+    let dead = queue::dead_letter_queue(&queue);
+    let chat_id = chat_id(&pool, &app, 1).await;
+    (chat, user, app, pool, queue, dead, chat_id)
+}
+
 /// Posts `n` messages to chat 1 through the API and asserts every 202 becomes exactly one row.
 async fn assert_api_writes_are_exactly_once(
     chat: &TestApp,
@@ -205,13 +217,8 @@ async fn assert_api_writes_are_exactly_once(
 
 #[tokio::test]
 async fn forged_and_conflicting_messages_are_dead_lettered_with_their_reason() {
-    let chat = spawn_chat(&[]).await;
+    let (chat, user, app, pool, queue, dead, chat_id) = queued().await;
     let writer = spawn_writer(&chat.writer_vars()).await;
-    let (user, app) = setup(&chat).await;
-    let pool = chat.database().await;
-    let queue = chat.settings["CHAT_QUEUE"].clone();
-    let dead = queue::dead_letter_queue(&queue);
-    let chat_id = chat_id(&pool, &app, 1).await;
 
     // Every reason is exported at 0 before the first dead letter.
     for (reason, value) in dead_letters(&writer).await {
@@ -346,12 +353,7 @@ async fn forged_and_conflicting_messages_are_dead_lettered_with_their_reason() {
 
 #[tokio::test]
 async fn conflicts_are_dead_lettered_on_the_row_by_row_path_too() {
-    let chat = spawn_chat(&[]).await;
-    let (user, app) = setup(&chat).await;
-    let pool = chat.database().await;
-    let queue = chat.settings["CHAT_QUEUE"].clone();
-    let dead = queue::dead_letter_queue(&queue);
-    let chat_id = chat_id(&pool, &app, 1).await;
+    let (chat, user, app, pool, queue, dead, chat_id) = queued().await;
     // A stored message, as a writer stored it (its id on the row).
     let stored = QueuedMessage::new(chat_id, 900, "stored".into());
     store_as_a_writer_would(&pool, &stored).await;
@@ -469,12 +471,7 @@ enum Last {
 /// PRECONDITION_FAILED "unknown delivery tag" and redelivered every committed row.
 async fn a_batch_ending_in_a_dead_letter(last: Last) {
     const BATCH: usize = 6;
-    let chat = spawn_chat(&[]).await;
-    let (_user, app) = setup(&chat).await;
-    let pool = chat.database().await;
-    let queue = chat.settings["CHAT_QUEUE"].clone();
-    let dead = queue::dead_letter_queue(&queue);
-    let chat_id = chat_id(&pool, &app, 1).await;
+    let (chat, _user, _app, pool, queue, dead, chat_id) = queued().await;
     // For the conflict: a stored message, as a writer stored it (its id on the row).
     let stored = QueuedMessage::new(chat_id, 900, "stored".into());
     store_as_a_writer_would(&pool, &stored).await;
@@ -637,12 +634,7 @@ async fn a_batch_ending_in_a_conflict_is_acknowledged_without_closing_the_channe
 /// other rows stored; the channel stays open and nothing comes back.
 #[tokio::test]
 async fn a_batch_delivery_is_stored_or_dead_lettered_as_one() {
-    let chat = spawn_chat(&[]).await;
-    let (_user, app) = setup(&chat).await;
-    let pool = chat.database().await;
-    let queue = chat.settings["CHAT_QUEUE"].clone();
-    let dead = queue::dead_letter_queue(&queue);
-    let chat_id = chat_id(&pool, &app, 1).await;
+    let (chat, _user, _app, pool, queue, dead, chat_id) = queued().await;
     let stored: Vec<QueuedMessage> = [900, 901]
         .map(|n| QueuedMessage::new(chat_id, n, "stored".into()))
         .to_vec();
