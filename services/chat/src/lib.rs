@@ -147,6 +147,10 @@ fn describe_metrics() {
         "Time from publish to the broker's confirm (or failure)."
     );
     describe_histogram!(
+        "chat_write_stage_seconds",
+        "An accepted write's time by stage: number (waiting for its message number), publish (for its batch's confirm)."
+    );
+    describe_histogram!(
         "chat_publish_batch_size",
         "Writes per published message (one persistent message and one confirm for all of them)."
     );

@@ -277,6 +277,15 @@ async fn five_hundred_concurrent_messages_become_rows_1_to_500_exactly_once_in_s
     println!("{writes} writes in {publishes} published messages");
     assert_eq!(writes, 500.0, "every write published once");
     assert!(publishes < 500.0, "some writes shared a publish");
+    for stage in ["number", "publish"] {
+        let series =
+            format!("chat_write_stage_seconds_count{{service=\"chat\",stage=\"{stage}\"}}");
+        assert_eq!(
+            value(&series),
+            500.0,
+            "every accepted write timed at stage {stage}"
+        );
+    }
     writer.stop().await.unwrap();
     chat.stop().await.unwrap();
 }
