@@ -359,6 +359,9 @@ pub async fn listen<T: Clone + Send + Sync + 'static>(
     loop {
         let subscribed = async {
             let mut listener = PgListener::connect(&url).await?;
+            // A lost connection is reported at once (not after a silent reconnect): the cache
+            // stops serving then, and is live again only once the new LISTEN is active.
+            listener.eager_reconnect(false);
             listener.listen(commits::CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -394,13 +397,14 @@ pub async fn listen<T: Clone + Send + Sync + 'static>(
                         cache.reset(true);
                     }
                 },
-                // The connection was lost (and re-established: sqlx reconnects eagerly):
-                // what was announced meanwhile is unknown.
+                // The connection was lost: what is announced until a new LISTEN is active is
+                // unknown, so nothing is served until then.
                 Ok(None) => {
                     tracing::warn!(
                         "read cache: commit notifications interrupted; dropping everything"
                     );
-                    cache.reset(true);
+                    cache.reset(false);
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "read cache: lost the commit notifications");
