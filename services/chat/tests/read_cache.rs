@@ -242,8 +242,9 @@ async fn reads_stay_correct_when_the_commit_notifications_are_cut() {
         }
         let expected: Vec<i64> = (1..=1 + 5 * (round + 1)).collect();
         let converged = wait_until(Duration::from_secs(15), || async {
-            let rows = committed(&pool, &app).await;
+            // The page first: everything it shows must be committed by the time it was read.
             let shown = numbers(&page(&chat, &client, &user, &app, "").await);
+            let rows = committed(&pool, &app).await;
             assert!(shown.iter().all(|n| rows.contains(n)), "{shown:?} {rows:?}");
             shown == expected
                 && listed_count(&chat, &client, &user, &app).await == expected.len() as i64
