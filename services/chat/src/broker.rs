@@ -57,8 +57,8 @@ struct Inner {
     next_channel: AtomicUsize,
     /// Woken by a publish that saw the connection fail, so the supervisor need not wait for its poll.
     broken: Notify,
-    /// Publishes waiting for their confirm and writes waiting for a publish: shutdown closes the
-    /// connection only once this is 0.
+    /// Writes waiting for their publish's confirm ([`Broker::submit`], which every publish serves):
+    /// shutdown closes the connection only once this is 0.
     in_flight: AtomicUsize,
     /// Writes to publish ([`Broker::submit`]), served in batches.
     batches: mpsc::Sender<Pending>,
@@ -156,9 +156,7 @@ impl Broker {
     /// for the broker's confirm.
     async fn publish(&self, payload: &[u8], messages: usize) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
-        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
         let result = self.publish_confirmed(payload).await;
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         let outcome = match result {
             Ok(()) => "confirmed",
             Err(PublishError::NotConnected) => "not_connected",

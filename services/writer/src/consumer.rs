@@ -190,7 +190,7 @@ async fn flush(
         }
     }
     let stored = write_with_retry(config, pool, channel, &rows, &row_tags, shutdown).await?;
-    let Some(Stored { inserted, dead, .. }) = stored else {
+    let Some(Stored { inserted, dead }) = stored else {
         // Shutting down with Postgres still unavailable: leave the batch unacknowledged; the broker
         // redelivers it when this connection closes.
         batch.clear();
@@ -243,8 +243,6 @@ struct Stored {
     /// Indexes of the rows dead-lettered (conflicts, rows Postgres refuses, and every other row of
     /// their deliveries).
     dead: HashSet<usize>,
-    /// The delivery tags dead-lettered: each exactly once.
-    dead_tags: HashSet<u64>,
 }
 
 impl Stored {
@@ -258,10 +256,13 @@ impl Stored {
         reason: &'static str,
         why: &str,
     ) -> Result<(), String> {
-        let tag = tags[index];
-        if self.dead_tags.insert(tag) {
-            dead_letter(channel, tag, reason, why).await?;
+        // Every row of a dead-lettered delivery is in `dead`: a row already there means its
+        // delivery was dead-lettered before.
+        if self.dead.contains(&index) {
+            return Ok(());
         }
+        let tag = tags[index];
+        dead_letter(channel, tag, reason, why).await?;
         self.dead.extend(
             tags.iter()
                 .enumerate()
@@ -285,7 +286,6 @@ async fn write_with_retry(
     let mut stored = Stored {
         inserted: 0,
         dead: HashSet::new(),
-        dead_tags: HashSet::new(),
     };
     let refused = match write_until_done(config, pool, rows, shutdown).await {
         None => return Ok(None),
